@@ -1,0 +1,89 @@
+"""The small base class every algorithm of the plugin derives from.
+
+It owns what is the same everywhere: ids and groups, the icon, `createInstance`, help text
+built from one description plus one line per parameter (so the Toolbox help and
+`qgis_process help` never drift from the parameters), lazy imports of core/ that turn a
+missing package into an instruction, and the mapping of core errors to
+QgsProcessingException.
+"""
+
+import importlib
+from pathlib import Path
+
+from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
+
+from .compat import mark_advanced
+
+ICON_PATH = Path(__file__).resolve().parent.parent / "resources" / "icon.svg"
+_CORE_PACKAGE = __package__.rsplit(".", 1)[0] + ".core"
+
+
+class S2MasksAlgorithm(QgsProcessingAlgorithm):
+    NAME = ""  # algorithm id, the FarmVibes op name without underscores
+    DISPLAY_NAME = ""
+    GROUP = "Sentinel-2 steps"
+    DESCRIPTION = ""  # one paragraph; parameter lines are appended to it
+
+    def __init__(self):
+        super().__init__()
+        self._parameter_help = {}
+
+    # -- identity --------------------------------------------------------------------------
+    def name(self):
+        return self.NAME
+
+    def displayName(self):  # noqa: N802
+        return self.tr(self.DISPLAY_NAME)
+
+    def group(self):
+        return self.tr(self.GROUP)
+
+    def groupId(self):  # noqa: N802
+        return self.GROUP.lower().replace(" ", "").replace("-", "")
+
+    def icon(self):
+        return QIcon(str(ICON_PATH))
+
+    def createInstance(self):  # noqa: N802
+        return type(self)()
+
+    def tr(self, text):
+        return QCoreApplication.translate("S2Masks", text)
+
+    # -- parameters and help ---------------------------------------------------------------
+    def add(self, parameter, help_text, advanced=False):
+        """Adds a parameter together with its line of help."""
+        if advanced:
+            mark_advanced(parameter)
+        self._parameter_help[parameter.name()] = help_text
+        self.addParameter(parameter)
+        return parameter
+
+    def shortHelpString(self):  # noqa: N802
+        lines = [self.tr(self.DESCRIPTION), "", "<b>Parameters</b>"]
+        for parameter in self.parameterDefinitions():
+            text = self._parameter_help.get(parameter.name())
+            if text:
+                lines.append(f"<b>{parameter.description()}</b> ({parameter.name()}): {self.tr(text)}")
+        return "<br>".join(lines)
+
+    # -- core access -----------------------------------------------------------------------
+    def core(self, module_name):
+        """Imports core.<module_name>; a missing package becomes an install instruction."""
+        try:
+            return importlib.import_module(f"{_CORE_PACKAGE}.{module_name}")
+        except ModuleNotFoundError as err:
+            errors = importlib.import_module(f"{_CORE_PACKAGE}.errors")
+            raise QgsProcessingException(errors.missing_dependency_message(err.name)) from err
+
+    def run_core(self, function, *args, **kwargs):
+        """Calls into core/, turning its errors into messages the user can act on."""
+        errors = self.core("errors")
+        try:
+            return function(*args, **kwargs)
+        except errors.Cancelled as err:
+            raise QgsProcessingException(self.tr("Cancelled; nothing was written.")) from err
+        except errors.S2MasksError as err:
+            raise QgsProcessingException(str(err)) from err

@@ -1,0 +1,46 @@
+"""Enum spellings that changed between QGIS 3.22 and current QGIS (3.36+ moved them to Qgis.*).
+
+Using the new names where they exist keeps the plugin free of deprecated API on current
+QGIS while still running on 3.22.
+"""
+
+from qgis.core import (
+    Qgis,
+    QgsField,
+    QgsProcessing,
+    QgsProcessingParameterDateTime,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterNumber,
+)
+from qgis.PyQt.QtCore import QMetaType, QVariant
+
+_NEW_ENUMS = hasattr(Qgis, "ProcessingSourceType")
+
+if _NEW_ENUMS:
+    POLYGON_SOURCE = Qgis.ProcessingSourceType.VectorPolygon
+    DATE = Qgis.ProcessingDateTimeParameterDataType.Date
+    DOUBLE = Qgis.ProcessingNumberParameterType.Double
+    INTEGER = Qgis.ProcessingNumberParameterType.Integer
+    FLAG_ADVANCED = Qgis.ProcessingParameterFlag.Advanced
+else:
+    POLYGON_SOURCE = QgsProcessing.TypeVectorPolygon
+    DATE = QgsProcessingParameterDateTime.Date
+    DOUBLE = QgsProcessingParameterNumber.Double
+    INTEGER = QgsProcessingParameterNumber.Integer
+    FLAG_ADVANCED = QgsProcessingParameterDefinition.FlagAdvanced
+
+# QgsField takes QMetaType from QGIS 3.38 on; QVariant types before (and Qt 6 has no QVariant.Type).
+_QMETATYPE_FIELDS = Qgis.versionInt() >= 33800
+_TYPE_NAMES = {str: ("QString", "String"), int: ("Int", "Int"), float: ("Double", "Double")}
+
+
+def make_field(name, python_type):
+    metatype_name, variant_name = _TYPE_NAMES[python_type]
+    if _QMETATYPE_FIELDS:
+        return QgsField(name, getattr(QMetaType.Type, metatype_name))
+    return QgsField(name, getattr(QVariant, variant_name))
+
+
+def mark_advanced(parameter):
+    parameter.setFlags(parameter.flags() | FLAG_ADVANCED)
+    return parameter

@@ -1,0 +1,110 @@
+"""List Sentinel-2 products: STAC search for an area and dates -> a footprint layer."""
+
+from qgis.core import (
+    QgsFeatureSink,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+)
+
+from . import footprints
+from .base import S2MasksAlgorithm
+from .inputs import WGS84, add_area_parameters, add_date_parameters, area_geojson, date_range
+from .compat import DOUBLE, INTEGER, POLYGON_SOURCE
+
+PLANETARY_COMPUTER_STAC = "https://planetarycomputer.microsoft.com/api/stac/v1"
+
+
+class ListSentinel2Products(S2MasksAlgorithm):
+    NAME = "listsentinel2products"
+    DISPLAY_NAME = "List Sentinel-2 products"
+    DESCRIPTION = (
+        "Searches a STAC API (Microsoft Planetary Computer by default) for Sentinel-2 L2A products "
+        "that intersect the area between two dates, reading every page of results. Writes one "
+        "footprint per product with its tile, orbit, processing baseline, reflectance offset, cloud "
+        "cover and the fraction of the area it covers, plus the product's STAC JSON, so the "
+        "selection and download steps need only this layer. Zero products is not an error: the layer "
+        "is empty and a warning says so. FarmVibes op: list_sentinel2_products_pc."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        add_area_parameters(self)
+        add_date_parameters(self)
+        self.add(
+            QgsProcessingParameterNumber("MAX_CLOUD_COVER", self.tr("Maximum scene cloud cover (%)"), DOUBLE,
+                                         defaultValue=100.0, minValue=0.0, maxValue=100.0),
+            "Skip products whose whole-tile eo:cloud_cover is above this percentage. 100 keeps all.",
+        )
+        self.add(
+            QgsProcessingParameterNumber("TIMEOUT", self.tr("Request timeout (s)"), DOUBLE,
+                                         defaultValue=30.0, minValue=1.0),
+            "Seconds to wait for each answer of the STAC API before retrying.",
+        )
+        self.add(
+            QgsProcessingParameterString("STAC_URL", self.tr("STAC API URL"), defaultValue=PLANETARY_COMPUTER_STAC),
+            "Root of the STAC API to search; it must serve the sentinel-2-l2a collection.",
+            advanced=True,
+        )
+        self.add(
+            QgsProcessingParameterString("PC_KEY", self.tr("Planetary Computer subscription key (pc_key)"),
+                                         optional=True),
+            "Optional key, sent as Ocp-Apim-Subscription-Key; raises Planetary Computer's rate limits.",
+            advanced=True,
+        )
+        self.add(
+            QgsProcessingParameterNumber("ATTEMPTS", self.tr("Attempts per request"), INTEGER,
+                                         defaultValue=4, minValue=1, maxValue=20),
+            "Tries per request on HTTP 429/5xx, timeouts and dropped connections, with doubling pauses.",
+            advanced=True,
+        )
+        self.add(
+            QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Sentinel-2 footprints"), POLYGON_SOURCE),
+            "The footprint layer (WGS84), one feature per product.",
+        )
+        self.addOutput(QgsProcessingOutputNumber("COUNT", self.tr("Number of products found")))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        search = self.core("search")
+        records = self.core("records")
+        selection = self.core("selection")
+        geometry = self.core("geometry")
+        area = self.run_core(geometry.area_from_geojson, area_geojson(self, parameters, context))
+        start, end = date_range(self, parameters, context)
+        max_cloud = self.parameterAsDouble(parameters, "MAX_CLOUD_COVER", context)
+        url = self.parameterAsString(parameters, "STAC_URL", context).strip() or PLANETARY_COMPUTER_STAC
+        feedback.pushInfo(f"Searching {url} for {start} .. {end}")
+        items = self.run_core(
+            search.search_items,
+            geometry.search_geometry(area),
+            start,
+            end,
+            max_cloud_cover=None if max_cloud >= 100 else max_cloud,
+            url=url,
+            pc_key=self.parameterAsString(parameters, "PC_KEY", context).strip() or None,
+            timeout=self.parameterAsDouble(parameters, "TIMEOUT", context),
+            attempts=self.parameterAsInt(parameters, "ATTEMPTS", context),
+            log=feedback.pushInfo,
+            should_cancel=feedback.isCanceled,
+        )
+        parsed = [self.run_core(records.parse_item, item) for item in items]
+        covers = self.run_core(selection.item_cover_fractions, parsed, area)
+        # Only now, with everything computed, is the output created: errors leave no file.
+        layer_fields = footprints.fields()
+        sink, dest_id = self.parameterAsSink(parameters, "OUTPUT", context, layer_fields,
+                                             footprints.GEOMETRY_TYPE, WGS84)
+        if sink is None:
+            raise QgsProcessingException(f"Could not create the output layer {parameters.get('OUTPUT')!r}.")
+        for item, record in zip(items, parsed):
+            sink.addFeature(footprints.make_feature(layer_fields, item, record, covers[record.id]),
+                            QgsFeatureSink.FastInsert)
+        if not items:
+            feedback.pushWarning(
+                f"No Sentinel-2 L2A product found for {start} .. {end} over this area"
+                + (f" with at most {max_cloud:g}% cloud cover" if max_cloud < 100 else "")
+                + ". Widen the dates or the area, or raise the maximum cloud cover."
+            )
+        else:
+            feedback.pushInfo(f"{len(items)} products found.")
+        return {"OUTPUT": dest_id, "COUNT": len(items)}

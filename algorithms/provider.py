@@ -1,0 +1,41 @@
+"""The Processing provider: id `s2masks`, one plain list of algorithms."""
+
+from pathlib import Path
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .base import ICON_PATH
+from .list_sentinel2_products import ListSentinel2Products
+from .select_necessary_coverage_items import SelectNecessaryCoverageItems
+
+ALGORITHMS = (ListSentinel2Products, SelectNecessaryCoverageItems)
+
+
+def plugin_version():
+    metadata = Path(__file__).resolve().parent.parent / "metadata.txt"
+    for line in metadata.read_text(encoding="utf-8").splitlines():
+        if line.startswith("version="):
+            return line.split("=", 1)[1].strip()
+    return ""
+
+
+class S2MasksProvider(QgsProcessingProvider):
+    def id(self):
+        return "s2masks"
+
+    def name(self):
+        return "Sentinel-2 improved masks"
+
+    def longName(self):  # noqa: N802
+        return f"Sentinel-2 improved masks {plugin_version()}"
+
+    def icon(self):
+        return QIcon(str(ICON_PATH))
+
+    def versionInfo(self):  # noqa: N802
+        return plugin_version()
+
+    def loadAlgorithms(self):  # noqa: N802
+        for algorithm in ALGORITHMS:
+            self.addAlgorithm(algorithm())

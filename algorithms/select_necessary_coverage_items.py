@@ -1,0 +1,93 @@
+"""Select necessary coverage items: per acquisition, the fewest tiles covering the area."""
+
+from qgis.core import (
+    QgsFeatureSink,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterNumber,
+)
+
+from . import footprints
+from .base import S2MasksAlgorithm
+from .compat import DOUBLE, INTEGER, POLYGON_SOURCE
+from .inputs import WGS84, add_area_parameters, area_geojson
+
+
+class SelectNecessaryCoverageItems(S2MasksAlgorithm):
+    NAME = "selectnecessarycoverageitems"
+    DISPLAY_NAME = "Select necessary coverage items"
+    DESCRIPTION = (
+        "Groups the listed products by acquisition (one satellite pass) and, for each, keeps the "
+        "fewest tiles whose footprints together cover at least the minimum fraction of the area. "
+        "Areas are measured in metres (equal-area projection centred on the area), not degrees. "
+        "An acquisition that cannot reach the cover is dropped and reported in the log. "
+        "Ties go to the larger intersection, then the newest processing, then the product id. "
+        "FarmVibes op: select_necessary_coverage_items."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.add(
+            QgsProcessingParameterFeatureSource("FOOTPRINTS", self.tr("Sentinel-2 footprints"), [POLYGON_SOURCE]),
+            "Output of 'List Sentinel-2 products' (needs its item_json field).",
+        )
+        add_area_parameters(self)
+        self.add(
+            QgsProcessingParameterNumber("MIN_TILE_COVER", self.tr("Minimum cover of the area (min_tile_cover)"),
+                                         DOUBLE, defaultValue=0.99, minValue=0.0, maxValue=1.0),
+            "Fraction in (0, 1] of the area an acquisition's tiles must cover together to be kept.",
+        )
+        self.add(
+            QgsProcessingParameterNumber("MAX_TILES_PER_TIME", self.tr("Maximum tiles per acquisition "
+                                         "(max_tiles_per_time)"), INTEGER, optional=True),
+            "Most tiles to use for one acquisition; empty means no limit.",
+        )
+        self.add(
+            QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Selected footprints"), POLYGON_SOURCE),
+            "The chosen products, with pass_order (choice order) and pass_cover (cover of the acquisition).",
+        )
+        self.addOutput(QgsProcessingOutputNumber("ACQUISITIONS", self.tr("Acquisitions kept")))
+        self.addOutput(QgsProcessingOutputNumber("DROPPED", self.tr("Acquisitions dropped")))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        records = self.core("records")
+        selection = self.core("selection")
+        geometry = self.core("geometry")
+        min_cover = self.parameterAsDouble(parameters, "MIN_TILE_COVER", context)
+        max_tiles = None
+        if parameters.get("MAX_TILES_PER_TIME") not in (None, ""):
+            max_tiles = self.parameterAsInt(parameters, "MAX_TILES_PER_TIME", context)
+        self.run_core(selection.validate_selection_parameters, min_cover, max_tiles)
+        area = self.run_core(geometry.area_from_geojson, area_geojson(self, parameters, context))
+        source = self.parameterAsSource(parameters, "FOOTPRINTS", context)
+        if source is None:
+            raise QgsProcessingException(f"Could not open the footprint layer {parameters.get('FOOTPRINTS')!r}.")
+        items = footprints.read_items(source, feedback)
+        by_id = {item["id"]: item for item in items}
+        parsed = [self.run_core(records.parse_item, item) for item in items]
+        results = self.run_core(selection.select_necessary_coverage, parsed, area, min_cover, max_tiles,
+                                log=feedback.pushInfo)
+        if feedback.isCanceled():
+            raise QgsProcessingException(self.tr("Cancelled; nothing was written."))
+        covers = self.run_core(selection.item_cover_fractions, selection.selected_items(results), area)
+
+        layer_fields = footprints.fields(with_selection=True)
+        sink, dest_id = self.parameterAsSink(parameters, "OUTPUT", context, layer_fields,
+                                             footprints.GEOMETRY_TYPE, WGS84)
+        if sink is None:
+            raise QgsProcessingException(f"Could not create the output layer {parameters.get('OUTPUT')!r}.")
+        for result in results:
+            for order, record in enumerate(result.selected, start=1):
+                feature = footprints.make_feature(layer_fields, by_id[record.id], record, covers[record.id],
+                                                  {"pass_order": order, "pass_cover": result.cover})
+                sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        kept = sum(1 for result in results if result.selected)
+        dropped = len(results) - kept
+        if not kept:
+            feedback.pushWarning(
+                "No acquisition covers the area enough: the output is empty. Lower min_tile_cover "
+                "(for example 0.5), raise max_tiles_per_time, or use a smaller area."
+            )
+        feedback.pushInfo(f"{kept} acquisition(s) kept, {dropped} dropped.")
+        return {"OUTPUT": dest_id, "ACQUISITIONS": kept, "DROPPED": dropped}

@@ -1,0 +1,83 @@
+"""Shared fixtures: the plugin under its stable package name, the loopback Planetary
+Computer double, and a throwaway QGIS profile for qgis_process."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS = REPO / "tests"
+DATA = TESTS / "data"
+PLUGIN_NAME = "s2masks"
+# A folder holding one entry, s2masks -> the checkout, whatever the checkout is called.
+PLUGIN_PATH = REPO / ".build" / "plugins"
+
+
+def _link_plugin():
+    PLUGIN_PATH.mkdir(parents=True, exist_ok=True)
+    link = PLUGIN_PATH / PLUGIN_NAME
+    if not (link.is_symlink() and link.resolve() == REPO):
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(REPO, target_is_directory=True)
+
+
+_link_plugin()
+sys.path.insert(0, str(PLUGIN_PATH))
+sys.path.insert(0, str(TESTS))
+
+from pc_server import PlanetaryComputerDouble  # noqa: E402
+
+
+@pytest.fixture
+def pc_double():
+    with PlanetaryComputerDouble() as double:
+        yield double
+
+
+@pytest.fixture
+def pc_double_without_collection():
+    with PlanetaryComputerDouble(serve_collection=False) as double:
+        yield double
+
+
+@pytest.fixture(scope="session")
+def items_2024():
+    """The four real items of one pass on 2024-04-19, in two UTM zones (46X, 47X)."""
+    return json.loads((DATA / "stac" / "pc_items_2024-04_baseline05.10_x4.json").read_text())
+
+
+def polygon(west, south, east, north):
+    return {"type": "Polygon",
+            "coordinates": [[[west, south], [east, south], [east, north], [west, north], [west, south]]]}
+
+
+@pytest.fixture
+def s2masks_provider(qgis_processing):
+    """The plugin loaded as QGIS loads it (classFactory with iface=None), then unloaded."""
+    import s2masks
+
+    plugin = s2masks.classFactory(None)
+    plugin.initProcessing()
+    yield plugin.provider
+    plugin.unload()
+
+
+@pytest.fixture(scope="session")
+def qgis_process_env(tmp_path_factory):
+    """Environment for /usr/bin/qgis_process.bin: throwaway profile, plugin enabled,
+    and this venv's packages visible to QGIS's Python."""
+    import site
+
+    profile = tmp_path_factory.mktemp("qgis-profile")
+    env = dict(os.environ)
+    env.update(
+        QGIS_CUSTOM_CONFIG_PATH=str(profile),
+        QGIS_PLUGINPATH=str(PLUGIN_PATH),
+        QT_QPA_PLATFORM="offscreen",
+        PYTHONPATH=os.pathsep.join(site.getsitepackages() + [env.get("PYTHONPATH", "")]).strip(os.pathsep),
+    )
+    return env

@@ -1,0 +1,316 @@
+"""An offline Planetary Computer double on 127.0.0.1, serving real recorded STAC JSON.
+
+Layout mirrors the real service:
+  /api/stac/v1/                                   landing page (recorded)
+  /api/stac/v1/collections[/sentinel-2-l2a]       collection (recorded)
+  /api/stac/v1/collections/sentinel-2-l2a/items/ID one item
+  /api/stac/v1/search                             GET and POST item search, paged by `next` links
+  /api/sas/v1/token/{account}/{container}         SAS token, in the real reply shape
+
+Search filters: collections, ids, intersects, bbox, datetime, query on eo:cloud_cover, limit.
+Faults can be injected per path prefix: an HTTP status, a slow reply, a truncated body.
+Run standalone with `python tests/pc_server.py` (prints the URLs; Ctrl-C stops it).
+"""
+
+import argparse
+import json
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, quote, urlencode, urlparse
+
+from shapely.geometry import box, shape
+
+DATA_DIR = Path(__file__).resolve().parent / "data" / "stac"
+REAL_STAC_ROOT = "https://planetarycomputer.microsoft.com/api/stac/v1"
+STAC_PREFIX = "/api/stac/v1"
+SAS_PREFIX = "/api/sas/v1/token"
+COLLECTION = "sentinel-2-l2a"
+
+
+def load_recorded_items(data_dir=DATA_DIR):
+    """Every real item in tests/data/stac, from single items, lists and item pages."""
+    items = []
+    for path in sorted(data_dir.glob("pc_item*.json")):
+        data = json.loads(path.read_text())
+        if isinstance(data, list):
+            items.extend(data)
+        elif data.get("type") == "FeatureCollection":
+            items.extend(data["features"])
+        else:
+            items.append(data)
+    return items
+
+
+@dataclass
+class Fault:
+    path_prefix: str  # e.g. "/api/stac/v1/search"
+    kind: str  # "status", "slow" or "truncate"
+    times: int = 1  # how many matching requests it hits
+    status: int = 503
+    delay: float = 5.0
+
+
+class PlanetaryComputerDouble:
+    """Start with `start()` (or as a context manager); `url` is the STAC root."""
+
+    def __init__(self, items=None, serve_collection=True, data_dir=DATA_DIR):
+        self.items = sorted(items if items is not None else load_recorded_items(data_dir), key=_newest_first)
+        self.serve_collection = serve_collection
+        self.landing = json.loads((data_dir / "pc_root_catalog.json").read_text())
+        self.collection = json.loads((data_dir / "pc_collection_sentinel-2-l2a.json").read_text())
+        self.requests = []  # (method, path, headers dict, body) of every request
+        self.faults = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self):
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        self._stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def base(self):
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    @property
+    def url(self):
+        return self.base + STAC_PREFIX
+
+    @property
+    def sas_url(self):
+        return self.base + SAS_PREFIX
+
+    # -- faults and records ----------------------------------------------------------------
+    def inject(self, path_prefix, kind, times=1, status=503, delay=5.0):
+        with self._lock:
+            self.faults.append(Fault(path_prefix, kind, times, status, delay))
+
+    def take_fault(self, path):
+        with self._lock:
+            for fault in self.faults:
+                if path.startswith(fault.path_prefix) and fault.times > 0:
+                    fault.times -= 1
+                    return fault
+        return None
+
+    def requests_to(self, path_prefix):
+        return [r for r in self.requests if r[1].startswith(path_prefix)]
+
+    def wait(self, seconds):
+        """Sleep that ends early when the server stops."""
+        self._stopping.wait(seconds)
+
+    # -- STAC ------------------------------------------------------------------------------
+    def rewrite(self, document):
+        """Point the recorded links at this server."""
+        text = json.dumps(document).replace(REAL_STAC_ROOT, self.url)
+        return json.loads(text)
+
+    def search(self, params, method):
+        matches = [item for item in self.items if _matches(item, params)]
+        limit = int(params.get("limit") or 10)
+        start = 0
+        token = params.get("token")
+        if token:
+            last_id = token.rsplit(":", 1)[-1]
+            start = next((i + 1 for i, item in enumerate(matches) if item["id"] == last_id), len(matches))
+        page = matches[start : start + limit]
+        links = [{"rel": "root", "type": "application/json", "href": self.url + "/"}]
+        if start + limit < len(matches):
+            next_token = f"next:{COLLECTION}:{page[-1]['id']}"
+            links.append(self._next_link(params, method, next_token))
+        return {
+            "type": "FeatureCollection",
+            "features": [self.rewrite(item) for item in page],
+            "links": links,
+        }
+
+    def _next_link(self, params, method, token):
+        if method == "POST":
+            body = dict(params, token=token)
+            return {"rel": "next", "type": "application/geo+json", "method": "POST",
+                    "href": self.url + "/search", "body": body, "merge": False}
+        query = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in params.items() if k != "token"}
+        query["token"] = token
+        return {"rel": "next", "type": "application/geo+json", "method": "GET",
+                "href": self.url + "/search?" + urlencode(query, quote_via=quote)}
+
+    def sas_token(self):
+        now = datetime.now(timezone.utc)
+        expiry = now + timedelta(hours=1)
+        fmt = "%Y-%m-%dT%H:%M:%SZ"
+        token = (
+            f"st={quote(now.strftime(fmt))}&se={quote(expiry.strftime(fmt))}&sp=rl&sv=2024-05-04&sr=c"
+            "&skoid=00000000-0000-0000-0000-000000000000&sig=loopback-double-signature"
+        )
+        return {"msft:expiry": expiry.strftime(fmt), "token": token}
+
+
+def _newest_first(item):
+    return (item["properties"]["datetime"], item["id"])
+
+
+def _matches(item, params):
+    collections = params.get("collections")
+    if collections and COLLECTION not in _as_list(collections):
+        return False
+    ids = params.get("ids")
+    if ids and item["id"] not in _as_list(ids):
+        return False
+    footprint = shape(item["geometry"])
+    if params.get("intersects") and not footprint.intersects(shape(_as_json(params["intersects"]))):
+        return False
+    if params.get("bbox") and not footprint.intersects(box(*_bbox(params["bbox"]))):
+        return False
+    if params.get("datetime") and not _in_interval(item["properties"]["datetime"], params["datetime"]):
+        return False
+    return _passes_query(item["properties"], _as_json(params.get("query") or {}))
+
+
+def _as_list(value):
+    return value.split(",") if isinstance(value, str) else list(value)
+
+
+def _as_json(value):
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _bbox(value):
+    values = [float(v) for v in _as_list(value)]
+    return values[:2] + values[-2:] if len(values) == 6 else values
+
+
+def _parse_time(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _in_interval(when, interval):
+    moment = _parse_time(when)
+    if "/" not in interval:
+        return moment == _parse_time(interval)
+    low, high = interval.split("/")
+    return (low in ("", "..") or moment >= _parse_time(low)) and (high in ("", "..") or moment <= _parse_time(high))
+
+
+_OPERATORS = {
+    "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b, "gt": lambda a, b: a > b,
+    "gte": lambda a, b: a >= b, "eq": lambda a, b: a == b, "neq": lambda a, b: a != b,
+}
+
+
+def _passes_query(properties, query):
+    for name, conditions in query.items():
+        value = properties.get(name)
+        for op, expected in conditions.items():
+            if value is None or not _OPERATORS[op](value, expected):
+                return False
+    return True
+
+
+def _handler_for(double):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):  # keep test output clean
+            pass
+
+        def do_GET(self):  # noqa: N802
+            self._handle("GET")
+
+        def do_POST(self):  # noqa: N802
+            self._handle("POST")
+
+        def _handle(self, method):
+            parsed = urlparse(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            double.requests.append((method, parsed.path, dict(self.headers), body))
+            fault = double.take_fault(parsed.path)
+            if fault and fault.kind == "status":
+                return self._send(fault.status, {"code": "InjectedFault", "description": f"HTTP {fault.status}"})
+            if fault and fault.kind == "slow":
+                double.wait(fault.delay)
+            status, document = self._route(method, parsed, body)
+            try:
+                self._send(status, document, truncate=bool(fault and fault.kind == "truncate"))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a timeout test): nothing to answer
+
+        def _route(self, method, parsed, body):
+            path = parsed.path.rstrip("/")
+            if path.startswith(SAS_PREFIX + "/"):
+                return 200, double.sas_token()
+            if path == STAC_PREFIX:
+                return 200, double.rewrite(double.landing)
+            if path == STAC_PREFIX + "/collections":
+                collections = [double.rewrite(double.collection)] if double.serve_collection else []
+                return 200, {"collections": collections, "links": []}
+            if path.startswith(f"{STAC_PREFIX}/collections/{COLLECTION}") and double.serve_collection:
+                return self._collection_route(path)
+            if path == STAC_PREFIX + "/search":
+                params = json.loads(body or b"{}") if method == "POST" else _query_params(parsed.query)
+                return 200, double.search(params, method)
+            return 404, {"code": "NotFoundError", "description": f"No resource at {parsed.path}"}
+
+        def _collection_route(self, path):
+            rest = path[len(f"{STAC_PREFIX}/collections/{COLLECTION}"):]
+            if not rest:
+                return 200, double.rewrite(double.collection)
+            item_id = rest.removeprefix("/items/")
+            for item in double.items:
+                if item["id"] == item_id:
+                    return 200, double.rewrite(item)
+            return 404, {"code": "NotFoundError", "description": f"No item {item_id}"}
+
+        def _send(self, status, document, truncate=False):
+            payload = json.dumps(document).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if truncate:  # announce the whole body, send half, hang up
+                self.wfile.write(payload[: len(payload) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(payload)
+
+    return Handler
+
+
+def _query_params(query):
+    return {key: values[-1] for key, values in parse_qs(query).items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.parse_args()
+    with PlanetaryComputerDouble() as double:
+        print(f"STAC API: {double.url}\nSAS token endpoint (PC_SDK_SAS_URL): {double.sas_url}", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
