@@ -6,7 +6,8 @@ PLUGIN := s2masks
 VENV := .venv
 PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-complete
-APT_PACKAGES := qgis python3-qgis qgis-providers python3-rasterio python3-pyproj python3-venv python3-pip xvfb xauth
+APT_PACKAGES := qgis python3-qgis qgis-providers python3-rasterio python3-pyproj python3-venv python3-pip python3-dev \
+	libgeos-dev build-essential xvfb xauth
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Files that make up the installable plugin (tests, bench and tooling stay out of the zip).
 PLUGIN_FILES := metadata.txt __init__.py plugin.py algorithms core models resources LICENSE README.md

@@ -8,9 +8,10 @@ QgsProcessingException.
 """
 
 import importlib
+import sys
 from pathlib import Path
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
+from qgis.core import Qgis, QgsProcessingAlgorithm, QgsProcessingException
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
@@ -62,21 +63,24 @@ class S2MasksAlgorithm(QgsProcessingAlgorithm):
         return parameter
 
     def shortHelpString(self):  # noqa: N802
-        lines = [self.tr(self.DESCRIPTION), "", "<b>Parameters</b>"]
+        # Plain lines: the Toolbox turns each into a paragraph, qgis_process prints them as they are.
+        lines = [self.tr(self.DESCRIPTION), "", self.tr("Parameters:")]
         for parameter in self.parameterDefinitions():
             text = self._parameter_help.get(parameter.name())
             if text:
-                lines.append(f"<b>{parameter.description()}</b> ({parameter.name()}): {self.tr(text)}")
-        return "<br>".join(lines)
+                lines.append(f"- {parameter.description()} ({parameter.name()}): {self.tr(text)}")
+        return "\n".join(lines)
 
     # -- core access -----------------------------------------------------------------------
     def core(self, module_name):
         """Imports core.<module_name>; a missing package becomes an install instruction."""
         try:
-            return importlib.import_module(f"{_CORE_PACKAGE}.{module_name}")
+            module = importlib.import_module(f"{_CORE_PACKAGE}.{module_name}")
         except ModuleNotFoundError as err:
             errors = importlib.import_module(f"{_CORE_PACKAGE}.errors")
             raise QgsProcessingException(errors.missing_dependency_message(err.name)) from err
+        check_shapely_geos()
+        return module
 
     def run_core(self, function, *args, **kwargs):
         """Calls into core/, turning its errors into messages the user can act on."""
@@ -87,3 +91,29 @@ class S2MasksAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(self.tr("Cancelled; nothing was written.")) from err
         except errors.S2MasksError as err:
             raise QgsProcessingException(str(err)) from err
+
+
+def check_shapely_geos():
+    """Refuses a shapely whose GEOS differs from QGIS's.
+
+    A shapely wheel from PyPI bundles its own GEOS; inside QGIS the symbols resolve to
+    QGIS's GEOS instead, and a different version silently returns empty or wrong geometry.
+    """
+    shapely = sys.modules.get("shapely")
+    if shapely is None:
+        return
+    if not hasattr(shapely, "union_all"):
+        raise QgsProcessingException(
+            f"shapely {shapely.__version__} is too old; this plugin needs shapely 2. Install it with "
+            "python3 -m pip install --no-binary shapely 'shapely>=2' (needs the GEOS headers, e.g. libgeos-dev), "
+            "or use your distribution's python3-shapely if it is version 2."
+        )
+    qgis_geos = (Qgis.geosVersionMajor(), Qgis.geosVersionMinor())
+    if tuple(shapely.geos_version[:2]) != qgis_geos:
+        raise QgsProcessingException(
+            f"The installed shapely {shapely.__version__} uses GEOS "
+            f"{'.'.join(map(str, shapely.geos_version))} but QGIS uses GEOS {Qgis.geosVersion()}; mixing "
+            "two GEOS versions in one process gives wrong geometry. Install shapely built against "
+            "QGIS's GEOS: your distribution's package (python3-shapely, OSGeo4W or conda shapely), or "
+            "python3 -m pip install --no-binary shapely 'shapely>=2' (needs the GEOS headers, e.g. libgeos-dev)."
+        )

@@ -28,7 +28,7 @@ FIELDS = (
     ("item_json", str),
 )
 SELECTION_FIELDS = (
-    ("pass_order", int),  # 1 = first tile chosen for its acquisition
+    ("pass_order", int),  # 1 = the chosen tile covering most of the area
     ("pass_cover", float),  # fraction of the area the acquisition's chosen tiles cover
 )
 GEOMETRY_TYPE = QgsWkbTypes.MultiPolygon

@@ -73,23 +73,29 @@ def _to_wgs84_geojson(geometry, crs, context):
         raise QgsProcessingException("The area has no valid CRS. Set the layer's or extent's CRS.")
     geometry = QgsGeometry(geometry)
     if crs != WGS84:
+        transform = QgsCoordinateTransform(crs, WGS84, context.transformContext())
         try:
-            transform = QgsCoordinateTransform(crs, WGS84, context.transformContext())
+            if not transform.isValid():  # e.g. a local engineering CRS: no way to WGS84
+                raise QgsCsException("no transformation exists")
             geometry.transform(transform)
         except QgsCsException as err:
             raise QgsProcessingException(
-                f"The area could not be transformed from {crs.authid() or crs.description()} to WGS84 "
-                f"({err}). Use an area in a CRS with a known transformation to EPSG:4326."
+                f"The area could not be transformed from {_crs_name(crs)} to WGS84 ({err}). "
+                "Use an area in a CRS with a known transformation to EPSG:4326."
             ) from err
     bounds = geometry.boundingBox()
     finite = all(abs(v) != float("inf") and v == v for v in (bounds.xMinimum(), bounds.yMinimum(),
                                                            bounds.xMaximum(), bounds.yMaximum()))
     if geometry.isEmpty() or not finite:
         raise QgsProcessingException(
-            f"The area could not be transformed from {crs.authid() or crs.description()} to WGS84: "
+            f"The area could not be transformed from {_crs_name(crs)} to WGS84: "
             "the result is empty or infinite. Check the extent's CRS."
         )
     return json.loads(geometry.asJson(8))
+
+
+def _crs_name(crs):
+    return crs.authid() or crs.description() or "its CRS"
 
 
 def add_date_parameters(algorithm):

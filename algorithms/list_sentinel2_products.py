@@ -74,7 +74,9 @@ class ListSentinel2Products(S2MasksAlgorithm):
         start, end = date_range(self, parameters, context)
         max_cloud = self.parameterAsDouble(parameters, "MAX_CLOUD_COVER", context)
         url = self.parameterAsString(parameters, "STAC_URL", context).strip() or PLANETARY_COMPUTER_STAC
-        feedback.pushInfo(f"Searching {url} for {start} .. {end}")
+        west, south, east, north = area.bounds
+        feedback.pushInfo(f"Searching {url} for {start} .. {end} over lon {west:.4f}..{east:.4f}, "
+                          f"lat {south:.4f}..{north:.4f}")
         items = self.run_core(
             search.search_items,
             geometry.search_geometry(area),

@@ -45,7 +45,7 @@ class SelectNecessaryCoverageItems(S2MasksAlgorithm):
         )
         self.add(
             QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Selected footprints"), POLYGON_SOURCE),
-            "The chosen products, with pass_order (choice order) and pass_cover (cover of the acquisition).",
+            "The chosen products, with pass_order (1 = the tile covering most of the area) and pass_cover (the fraction of the area the acquisition covers).",
         )
         self.addOutput(QgsProcessingOutputNumber("ACQUISITIONS", self.tr("Acquisitions kept")))
         self.addOutput(QgsProcessingOutputNumber("DROPPED", self.tr("Acquisitions dropped")))

@@ -1,0 +1,89 @@
+"""The plugin as QGIS loads it: classFactory(None), provider, algorithms, help, and
+a clear message when an optional package is missing."""
+
+import sys
+
+import pytest
+from qgis.core import QgsApplication, QgsProcessingException
+
+import s2masks
+
+ALGORITHM_IDS = {"s2masks:listsentinel2products", "s2masks:selectnecessarycoverageitems"}
+
+
+def test_class_factory_accepts_no_iface(qgis_processing):
+    plugin = s2masks.classFactory(None)
+    registry = QgsApplication.processingRegistry()
+    plugin.initProcessing()
+    try:
+        provider = registry.providerById("s2masks")
+        assert provider is not None and provider.name() == "Sentinel-2 improved masks"
+        assert {alg.id() for alg in provider.algorithms()} == ALGORITHM_IDS
+    finally:
+        plugin.unload()
+    assert registry.providerById("s2masks") is None
+
+
+def test_init_gui_registers_the_provider_once(qgis_processing, qgis_iface):
+    plugin = s2masks.classFactory(qgis_iface)
+    plugin.initProcessing()
+    plugin.initGui()
+    try:
+        providers = [p for p in QgsApplication.processingRegistry().providers() if p.id() == "s2masks"]
+        assert len(providers) == 1
+    finally:
+        plugin.unload()
+
+
+def test_help_lists_every_parameter(s2masks_provider):
+    for algorithm in s2masks_provider.algorithms():
+        help_text = algorithm.shortHelpString()
+        assert "FarmVibes op" in help_text
+        for parameter in algorithm.parameterDefinitions():
+            assert f"({parameter.name()})" in help_text, (algorithm.id(), parameter.name())
+        assert algorithm.displayName()[0].isupper() and "_" not in algorithm.displayName()
+        assert not algorithm.icon().isNull()
+
+
+def test_missing_package_is_named_with_install_command(s2masks_provider, monkeypatch):
+    import processing
+
+    # Simulate a QGIS whose Python lacks pystac-client: importing it fails.
+    for name in [m for m in sys.modules if m.startswith("s2masks.core.search") or m.startswith("pystac_client")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "pystac_client", None)
+    with pytest.raises(QgsProcessingException) as error:
+        processing.run("s2masks:listsentinel2products", {
+            "EXTENT": "10,11,50,51 [EPSG:4326]", "START_DATE": "2024-04-01", "END_DATE": "2024-04-30",
+            "OUTPUT": "memory:"})
+    message = str(error.value)
+    assert "pystac-client" in message and "pip install" in message
+    # the provider is still there
+    assert QgsApplication.processingRegistry().algorithmById("s2masks:selectnecessarycoverageitems")
+
+
+def test_metadata_is_complete():
+    from configparser import ConfigParser
+
+    from conftest import REPO
+
+    parser = ConfigParser()
+    parser.read(REPO / "metadata.txt", encoding="utf-8")
+    general = parser["general"]
+    for key in ("name", "description", "about", "version", "qgisMinimumVersion", "author", "email",
+                "repository", "tracker", "homepage", "hasProcessingProvider", "tags", "license"):
+        assert general.get(key), key
+    assert general["qgisMinimumVersion"] == "3.22"
+    assert general["hasProcessingProvider"] == "yes"
+
+
+def test_shapely_with_another_geos_is_refused(s2masks_provider, monkeypatch, pc_double):
+    import processing
+    import shapely
+
+    monkeypatch.setattr(shapely, "geos_version", (3, 99, 0))
+    with pytest.raises(QgsProcessingException, match=r"uses GEOS 3.99.0 but QGIS uses GEOS .*--no-binary shapely"):
+        processing.run("s2masks:listsentinel2products", {
+            "EXTENT": "10,11,50,51 [EPSG:4326]", "START_DATE": "2024-04-01", "END_DATE": "2024-04-30",
+            "STAC_URL": pc_double.url, "OUTPUT": "memory:"})
+    assert pc_double.requests == []

@@ -1,0 +1,66 @@
+"""The plugin through /usr/bin/qgis_process.bin, as a batch user runs it, in a throwaway
+profile. (Debian's /usr/bin/qgis_process wrapper is broken on 3.22; the .bin is the tool.)"""
+
+import subprocess
+
+import pytest
+from qgis.core import QgsVectorLayer
+
+QGIS_PROCESS = "/usr/bin/qgis_process.bin"
+pytestmark = pytest.mark.qgis_process
+
+
+def qgis_process(env, *args, check=True):
+    result = subprocess.run([QGIS_PROCESS, *args], env=env, capture_output=True, text=True, timeout=180)
+    if check and result.returncode != 0:
+        raise AssertionError(f"qgis_process {args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def enabled_env(qgis_process_env):
+    qgis_process(qgis_process_env, "plugins", "enable", "s2masks")
+    return qgis_process_env
+
+
+def test_list_shows_the_provider_and_algorithms(enabled_env):
+    output = qgis_process(enabled_env, "list").stdout
+    assert "Sentinel-2 improved masks" in output
+    assert "s2masks:listsentinel2products\tList Sentinel-2 products" in output
+    assert "s2masks:selectnecessarycoverageitems\tSelect necessary coverage items" in output
+
+
+def test_help_describes_every_parameter(enabled_env):
+    output = qgis_process(enabled_env, "help", "s2masks:listsentinel2products").stdout
+    for name in ("EXTENT", "AREA", "START_DATE", "END_DATE", "MAX_CLOUD_COVER", "TIMEOUT", "STAC_URL", "PC_KEY"):
+        assert f"({name}):" in output
+
+
+def test_run_list_and_select(enabled_env, pc_double, tmp_path):
+    footprints = tmp_path / "footprints.gpkg"
+    listed = qgis_process(enabled_env, "run", "s2masks:listsentinel2products", "--",
+                          "EXTENT=93.254,95.073,80.933,82.313 [EPSG:4326]", "START_DATE=2024-04-01",
+                          "END_DATE=2024-04-30", f"STAC_URL={pc_double.url}", f"OUTPUT={footprints}")
+    assert "COUNT:\t3" in listed.stdout
+    layer = QgsVectorLayer(str(footprints))
+    assert sorted(f["mgrs_tile"] for f in layer.getFeatures()) == ["46XER", "46XES", "47XML"]
+    del layer
+
+    selected = tmp_path / "selected.gpkg"
+    result = qgis_process(enabled_env, "run", "s2masks:selectnecessarycoverageitems", "--",
+                          f"FOOTPRINTS={footprints}", "EXTENT=93.254,95.073,80.933,82.313 [EPSG:4326]",
+                          "MIN_TILE_COVER=0.99", f"OUTPUT={selected}")
+    assert "ACQUISITIONS:\t1" in result.stdout
+    layer = QgsVectorLayer(str(selected))
+    assert sorted(f["mgrs_tile"] for f in layer.getFeatures()) == ["46XES", "47XML"]
+    del layer
+
+
+def test_bad_input_fails_with_the_reason(enabled_env, pc_double, tmp_path):
+    target = tmp_path / "out.gpkg"
+    result = qgis_process(enabled_env, "run", "s2masks:listsentinel2products", "--",
+                          "EXTENT=93,95,81,82 [EPSG:4326]", "START_DATE=2024-04-30", "END_DATE=2024-04-01",
+                          f"STAC_URL={pc_double.url}", f"OUTPUT={target}", check=False)
+    assert result.returncode != 0
+    assert "The end date 2024-04-01 is before the start date 2024-04-30" in result.stdout + result.stderr
+    assert not target.exists()
