@@ -72,6 +72,7 @@ class ListSentinel2Products(S2MasksAlgorithm):
         geometry = self.core("geometry")
         area = self.run_core(geometry.area_from_geojson, area_geojson(self, parameters, context))
         start, end = date_range(self, parameters, context)
+        self.run_core(search.validate_date_range, start, end)
         max_cloud = self.parameterAsDouble(parameters, "MAX_CLOUD_COVER", context)
         url = self.parameterAsString(parameters, "STAC_URL", context).strip() or PLANETARY_COMPUTER_STAC
         west, south, east, north = area.bounds
