@@ -54,10 +54,12 @@ class S2MasksAlgorithm(QgsProcessingAlgorithm):
         return QCoreApplication.translate("S2Masks", text)
 
     # -- parameters and help ---------------------------------------------------------------
-    def add(self, parameter, help_text, advanced=False):
+    def add(self, parameter, help_text, advanced=False, decimals=None):
         """Adds a parameter together with its line of help."""
         if advanced:
             mark_advanced(parameter)
+        if decimals is not None:  # how many decimals the Toolbox spin box shows
+            parameter.setMetadata({"widget_wrapper": {"decimals": decimals}})
         self._parameter_help[parameter.name()] = help_text
         self.addParameter(parameter)
         return parameter

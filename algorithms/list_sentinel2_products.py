@@ -36,11 +36,13 @@ class ListSentinel2Products(S2MasksAlgorithm):
             QgsProcessingParameterNumber("MAX_CLOUD_COVER", self.tr("Maximum scene cloud cover (%)"), DOUBLE,
                                          defaultValue=100.0, minValue=0.0, maxValue=100.0),
             "Skip products whose whole-tile eo:cloud_cover is above this percentage. 100 keeps all.",
+            decimals=1,
         )
         self.add(
             QgsProcessingParameterNumber("TIMEOUT", self.tr("Request timeout (s)"), DOUBLE,
                                          defaultValue=30.0, minValue=1.0),
             "Seconds to wait for each answer of the STAC API before retrying.",
+            decimals=0,
         )
         self.add(
             QgsProcessingParameterString("STAC_URL", self.tr("STAC API URL"), defaultValue=PLANETARY_COMPUTER_STAC),

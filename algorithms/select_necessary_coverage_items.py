@@ -37,6 +37,7 @@ class SelectNecessaryCoverageItems(S2MasksAlgorithm):
             QgsProcessingParameterNumber("MIN_TILE_COVER", self.tr("Minimum cover of the area (min_tile_cover)"),
                                          DOUBLE, defaultValue=0.99, minValue=0.0, maxValue=1.0),
             "Fraction in (0, 1] of the area an acquisition's tiles must cover together to be kept.",
+            decimals=3,
         )
         self.add(
             QgsProcessingParameterNumber("MAX_TILES_PER_TIME", self.tr("Maximum tiles per acquisition "

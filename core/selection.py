@@ -64,7 +64,9 @@ class _Coverage:
     def part(self, item):
         if item.id not in self._parts:
             footprint = self.projection.project(item.footprint)
-            self._parts[item.id] = shapely.intersection(footprint, self.area)
+            # Disjoint shapes skip GEOS' intersection, which warns on their empty result.
+            touching = shapely.intersects(footprint, self.area)
+            self._parts[item.id] = shapely.intersection(footprint, self.area) if touching else shapely.Polygon()
         return self._parts[item.id]
 
     def fraction(self, items):

@@ -64,3 +64,18 @@ def test_bad_input_fails_with_the_reason(enabled_env, pc_double, tmp_path):
     assert result.returncode != 0
     assert "The end date 2024-04-01 is before the start date 2024-04-30" in result.stdout + result.stderr
     assert not target.exists()
+
+
+def test_packaged_zip_loads_in_qgis(qgis_process_env, tmp_path):
+    """The zip of `make package`, unpacked as QGIS's installer does, is a working plugin."""
+    import zipfile
+
+    from conftest import REPO
+
+    subprocess.run(["make", "-s", "package"], cwd=REPO, check=True, capture_output=True, timeout=120)
+    plugins = tmp_path / "plugins"
+    with zipfile.ZipFile(REPO / "dist" / "s2masks.zip") as archive:
+        archive.extractall(plugins)
+    env = dict(qgis_process_env, QGIS_PLUGINPATH=str(plugins), QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"))
+    qgis_process(env, "plugins", "enable", "s2masks")
+    assert "s2masks:selectnecessarycoverageitems" in qgis_process(env, "list").stdout
