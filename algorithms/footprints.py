@@ -91,8 +91,8 @@ def read_items(source, feedback):
             items.append(json.loads(text))
         except (TypeError, ValueError) as err:
             raise QgsProcessingException(
-                f"Feature {feature.id()} ({feature['item_id'] if 'item_id' in source.fields().names() else '?'}) "
-                "has no complete item JSON. Was the footprint layer saved as a Shapefile, which cuts text "
-                "at 254 characters? Save it as GeoPackage or keep it as a temporary layer."
+                f"Feature {feature.id()} has no complete item JSON. Was the footprint layer saved as a "
+                "Shapefile, which cuts text at 254 characters? Save it as GeoPackage or keep it as a "
+                "temporary layer."
             ) from err
     return items

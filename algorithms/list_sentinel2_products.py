@@ -14,6 +14,7 @@ from .base import S2MasksAlgorithm
 from .inputs import WGS84, add_area_parameters, add_date_parameters, area_geojson, date_range
 from .compat import DOUBLE, INTEGER, POLYGON_SOURCE
 
+# Also in core.search, which this module may not import at load time (its packages may be missing).
 PLANETARY_COMPUTER_STAC = "https://planetarycomputer.microsoft.com/api/stac/v1"
 
 

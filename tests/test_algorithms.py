@@ -189,3 +189,14 @@ def test_min_tile_cover_above_one_is_refused(s2masks_provider, pc_double, tmp_pa
         run("selectnecessarycoverageitems", {"FOOTPRINTS": layer_of(listed, context), "EXTENT": TWO_ZONE_EXTENT,
                                              "MIN_TILE_COVER": 1.5, "OUTPUT": str(target)})
     assert not target.exists()
+
+
+def test_select_refuses_footprints_without_item_json(s2masks_provider, pc_double):
+    listed, context = run("listsentinel2products", list_parameters(pc_double))
+    footprints = layer_of(listed, context)
+    footprints.startEditing()
+    for feature in footprints.getFeatures():
+        footprints.changeAttributeValue(feature.id(), footprints.fields().indexOf("item_json"), '{"id": "S2B_MSIL2A_2')
+    footprints.commitChanges()
+    with pytest.raises(QgsProcessingException, match="Shapefile"):
+        run("selectnecessarycoverageitems", {"FOOTPRINTS": footprints, "EXTENT": TWO_ZONE_EXTENT, "OUTPUT": "memory:"})
