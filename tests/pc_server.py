@@ -6,6 +6,11 @@ Layout mirrors the real service:
   /api/stac/v1/collections/sentinel-2-l2a/items/ID one item
   /api/stac/v1/search                             GET and POST item search, paged by `next` links
   /api/sas/v1/token/{account}/{container}         SAS token, in the real reply shape
+  /blob/<container>/<path>                        COG files, with HTTP Range requests (GET, HEAD)
+
+Asset hrefs of the items point at Azure Blob Storage; the double rewrites them to its /blob/
+path, which serves tests/data/cogs/ (and any folder added with `serve_files`) and counts the
+bytes it sends per file, so tests can prove what was (not) downloaded.
 
 Search filters: collections, ids, intersects, bbox, datetime, query on eo:cloud_cover, limit.
 Faults can be injected per path prefix: an HTTP status, a slow reply, a truncated body.
@@ -25,16 +30,20 @@ from urllib.parse import parse_qs, quote, urlencode, urlparse
 from shapely.geometry import box, shape
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "stac"
+COG_DIR = Path(__file__).resolve().parent / "data" / "cogs"
 REAL_STAC_ROOT = "https://planetarycomputer.microsoft.com/api/stac/v1"
+REAL_BLOB_ROOT = "https://sentinel2l2a01.blob.core.windows.net"
+BLOB_PREFIX = "/blob"
 STAC_PREFIX = "/api/stac/v1"
 SAS_PREFIX = "/api/sas/v1/token"
 COLLECTION = "sentinel-2-l2a"
 
 
 def load_recorded_items(data_dir=DATA_DIR):
-    """Every real item in tests/data/stac, from single items, lists and item pages."""
+    """Every item in tests/data/stac: the recorded ones and the fixture item built from the
+    real T29UNU scene (see tests/data/README.md)."""
     items = []
-    for path in sorted(data_dir.glob("pc_item*.json")):
+    for path in sorted(data_dir.glob("pc_item*.json")) + sorted(data_dir.glob("fixture_item*.json")):
         data = json.loads(path.read_text())
         if isinstance(data, list):
             items.extend(data)
@@ -63,6 +72,8 @@ class PlanetaryComputerDouble:
         self.landing = json.loads((data_dir / "pc_root_catalog.json").read_text())
         self.collection = json.loads((data_dir / "pc_collection_sentinel-2-l2a.json").read_text())
         self.requests = []  # (method, path, headers dict, body) of every request
+        self.bytes_served = {}  # /blob/... path -> bytes of file content sent
+        self.file_roots = {BLOB_PREFIX + "/sentinel2-l2": COG_DIR / "sentinel2-l2"}
         self.faults = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -111,6 +122,26 @@ class PlanetaryComputerDouble:
                     return fault
         return None
 
+    def serve_files(self, url_prefix, folder):
+        """Serves `folder` under `url_prefix` (e.g. "/blob/extra") with Range support."""
+        self.file_roots[url_prefix.rstrip("/")] = Path(folder)
+        return self.base + url_prefix.rstrip("/")
+
+    def file_for(self, path):
+        for prefix, folder in self.file_roots.items():
+            if path.startswith(prefix + "/"):
+                candidate = (folder / path[len(prefix) + 1:]).resolve()
+                if candidate.is_file() and folder.resolve() in candidate.parents:
+                    return candidate
+        return None
+
+    def count_bytes(self, path, count):
+        with self._lock:
+            self.bytes_served[path] = self.bytes_served.get(path, 0) + count
+
+    def total_bytes_served(self):
+        return sum(self.bytes_served.values())
+
     def requests_to(self, path_prefix):
         return [r for r in self.requests if r[1].startswith(path_prefix)]
 
@@ -122,6 +153,7 @@ class PlanetaryComputerDouble:
     def rewrite(self, document):
         """Point the recorded links at this server."""
         text = json.dumps(document).replace(REAL_STAC_ROOT, self.url)
+        text = text.replace(REAL_BLOB_ROOT, self.base + BLOB_PREFIX)
         return json.loads(text)
 
     def search(self, params, method):
@@ -238,8 +270,13 @@ def _handler_for(double):
         def do_POST(self):  # noqa: N802
             self._handle("POST")
 
+        def do_HEAD(self):  # noqa: N802
+            self._handle("HEAD")
+
         def _handle(self, method):
             parsed = urlparse(self.path)
+            if parsed.path.startswith(BLOB_PREFIX + "/"):
+                return self._handle_file(method, parsed)
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             double.requests.append((method, parsed.path, dict(self.headers), body))
@@ -253,6 +290,42 @@ def _handler_for(double):
                 self._send(status, document, truncate=bool(fault and fault.kind == "truncate"))
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a timeout test): nothing to answer
+
+        def _handle_file(self, method, parsed):
+            double.requests.append((method, parsed.path, dict(self.headers), b""))
+            fault = double.take_fault(parsed.path)
+            if fault and fault.kind == "status":
+                return self._send(fault.status, {"code": "InjectedFault"})
+            if fault and fault.kind == "slow":
+                double.wait(fault.delay)
+            path = double.file_for(parsed.path)
+            if path is None:
+                return self._send(404, {"code": "BlobNotFound", "path": parsed.path})
+            size = path.stat().st_size
+            start, end = 0, size - 1
+            ranged = _parse_range(self.headers.get("Range"), size)
+            if ranged:
+                start, end = ranged
+            self.send_response(206 if ranged else 200)
+            self.send_header("Content-Type", "image/tiff")
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(end - start + 1))
+            if ranged:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.end_headers()
+            if method == "HEAD":
+                return
+            with open(path, "rb") as handle:
+                handle.seek(start)
+                payload = handle.read(end - start + 1)
+            if fault and fault.kind == "truncate":
+                payload = payload[: len(payload) // 2]
+                self.close_connection = True
+            try:
+                self.wfile.write(payload)
+                double.count_bytes(parsed.path, len(payload))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
 
         def _route(self, method, parsed, body):
             path = parsed.path.rstrip("/")
@@ -294,6 +367,18 @@ def _handler_for(double):
             self.wfile.write(payload)
 
     return Handler
+
+
+def _parse_range(header, size):
+    """'bytes=a-b' / 'bytes=a-' / 'bytes=-n' -> (start, end), or None for no/unsupported range."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, _, last = header[len("bytes="):].partition("-")
+    if first == "":
+        start, end = max(0, size - int(last)), size - 1
+    else:
+        start, end = int(first), min(size - 1, int(last) if last else size - 1)
+    return (start, end) if start <= end else None
 
 
 def _query_params(query):
