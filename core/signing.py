@@ -40,3 +40,16 @@ def sign_item(item, pc_key=None, sas_url=None):
         raise SearchError(
             f"Could not get a Planetary Computer access token from {Settings.get().sas_url}: {err}"
         ) from err
+
+
+def sign_href(href, pc_key=None, sas_url=None, fresh=False):
+    """One signed href; `fresh` drops cached tokens first (after a 403 on an expired token)."""
+    configure(pc_key, sas_url)
+    if fresh:
+        from planetary_computer import sas
+
+        sas.TOKEN_CACHE.clear()
+    try:
+        return planetary_computer.sign_url(href)
+    except requests.RequestException as err:
+        raise SearchError(f"Could not get a Planetary Computer access token for {href.split('?')[0]}: {err}") from err

@@ -359,6 +359,8 @@ def _handler_for(double):
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
+            if self.command == "HEAD":  # headers only, or the connection's framing breaks
+                return
             if truncate:  # announce the whole body, send half, hang up
                 self.wfile.write(payload[: len(payload) // 2])
                 self.wfile.flush()

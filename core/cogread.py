@@ -1,0 +1,135 @@
+"""Windowed reads of Cloud-Optimized GeoTIFF assets over HTTP, with an on-disk cache.
+
+Only the source window that an output block needs is requested (HTTP Range reads through
+GDAL's /vsicurl/). Windows are computed from the STAC item's `proj:transform`/`proj:shape`,
+so a window already in the cache costs no request at all: a re-run after Cancel or a failure
+fetches only what is missing.
+"""
+
+import hashlib
+import math
+import os
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioIOError
+from rasterio.transform import Affine
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window, from_bounds
+
+from .errors import S2MasksError
+
+
+class DownloadError(S2MasksError):
+    """A band could not be read; the message names the product, the band and the cause."""
+
+
+def gdal_http_options(timeout):
+    """GDAL settings for COGs over HTTP: no directory listing, retries, a timeout per request."""
+    return {
+        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+        "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF",
+        "GDAL_HTTP_TIMEOUT": str(int(math.ceil(timeout))),
+        "GDAL_HTTP_CONNECTTIMEOUT": str(int(math.ceil(min(timeout, 30)))),
+        "GDAL_HTTP_MAX_RETRY": "3",
+        "GDAL_HTTP_RETRY_DELAY": "0.5",
+        "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+        "GDAL_HTTP_MULTIPLEX": "YES",
+        "VSI_CACHE": "TRUE",
+    }
+
+
+def strip_query(href):
+    """The href without its SAS token: the same asset keeps the same cache key."""
+    parts = urlsplit(href)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+class WindowCache:
+    """Raw source windows as .npy files; writes are atomic (temp file + rename)."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, href, window):
+        key = f"{strip_query(href)}|{window.col_off},{window.row_off},{window.width},{window.height}"
+        return self.folder / (hashlib.sha256(key.encode()).hexdigest() + ".npy")
+
+    def get(self, href, window):
+        path = self.path(href, window)
+        if path.exists():
+            try:
+                return np.load(path)
+            except (OSError, ValueError):
+                path.unlink(missing_ok=True)  # a damaged entry is fetched again
+        return None
+
+    def put(self, href, window, array):
+        path = self.path(href, window)
+        handle, temporary = tempfile.mkstemp(dir=self.folder, suffix=".part")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                np.save(stream, array)
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+
+
+def source_window(asset, block_bounds, block_crs, item_crs, margin):
+    """The window of `asset` (a BandAsset) that covers a block, plus `margin` pixels, or None."""
+    transform = Affine(*asset.transform)
+    rows, cols = asset.shape
+    left, bottom, right, top = transform_bounds(block_crs, item_crs, *block_bounds, densify_pts=21)
+    window = from_bounds(left, bottom, right, top, transform=transform)
+    col0 = max(0, int(math.floor(window.col_off)) - margin)
+    row0 = max(0, int(math.floor(window.row_off)) - margin)
+    col1 = min(cols, int(math.ceil(window.col_off + window.width)) + margin)
+    row1 = min(rows, int(math.ceil(window.row_off + window.height)) + margin)
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def read_window(href, window, expected_transform, label):
+    """Reads one window of band 1 of a COG; errors name the asset."""
+    try:
+        with rasterio.open(_gdal_path(href)) as src:
+            if expected_transform is not None and not src.transform.almost_equals(expected_transform):
+                raise DownloadError(
+                    f"{label}: the file's grid {tuple(src.transform)[:6]} differs from the STAC item's "
+                    f"proj:transform {tuple(expected_transform)[:6]}; the item and the file do not match."
+                )
+            return src.read(1, window=window)
+    except RasterioIOError as err:
+        _forget(href)
+        raise DownloadError(f"{label}: {describe_gdal_error(err)} ({strip_query(href)})") from err
+
+
+def _forget(href):
+    """Drops GDAL's cached answer for a failed file, so that a retry or a re-run asks again."""
+    from osgeo import gdal
+
+    gdal.VSICurlPartialClearCache(_gdal_path(href))
+
+
+def describe_gdal_error(err):
+    text = str(err)
+    for code, meaning in (("403", "access refused (HTTP 403)"), ("404", "not found (HTTP 404)")):
+        if f"HTTP response code: {code}" in text or f"HTTP error code : {code}" in text:
+            return meaning
+    if "timed out" in text.lower() or "timeout" in text.lower():
+        return "no answer within dl_timeout"
+    return f"read failed: {text}"
+
+
+def is_access_error(err):
+    return "HTTP 403" in str(err) or "HTTP 404" in str(err)
+
+
+def _gdal_path(href):
+    return "/vsicurl/" + href if href.startswith(("http://", "https://")) else href
