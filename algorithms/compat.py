@@ -10,6 +10,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingParameterDateTime,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
 )
 from qgis.PyQt.QtCore import QMetaType, QVariant
@@ -22,12 +23,16 @@ if _NEW_ENUMS:
     DOUBLE = Qgis.ProcessingNumberParameterType.Double
     INTEGER = Qgis.ProcessingNumberParameterType.Integer
     FLAG_ADVANCED = Qgis.ProcessingParameterFlag.Advanced
+    FOLDER_BEHAVIOUR = Qgis.ProcessingFileParameterBehavior.Folder
+    RASTER_LAYERS = Qgis.ProcessingSourceType.Raster
 else:
     POLYGON_SOURCE = QgsProcessing.TypeVectorPolygon
     DATE = QgsProcessingParameterDateTime.Date
     DOUBLE = QgsProcessingParameterNumber.Double
     INTEGER = QgsProcessingParameterNumber.Integer
     FLAG_ADVANCED = QgsProcessingParameterDefinition.FlagAdvanced
+    FOLDER_BEHAVIOUR = QgsProcessingParameterFile.Folder
+    RASTER_LAYERS = QgsProcessing.TypeRaster
 
 # QgsField takes QMetaType from QGIS 3.38 on; QVariant types before (and Qt 6 has no QVariant.Type).
 _QMETATYPE_FIELDS = Qgis.versionInt() >= 33800

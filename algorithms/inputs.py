@@ -2,7 +2,9 @@
 in any CRS, handed to core/ as WGS84 GeoJSON) and the date range."""
 
 import json
+import tempfile
 from datetime import date, timedelta
+from pathlib import Path
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
@@ -11,13 +13,18 @@ from qgis.core import (
     QgsFeatureRequest,
     QgsGeometry,
     QgsProcessingException,
+    QgsProcessingParameterCrs,
     QgsProcessingParameterDateTime,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
 )
 from qgis.PyQt.QtCore import QDate, QDateTime, QTime
 
-from .compat import DATE, POLYGON_SOURCE
+from .compat import DATE, DOUBLE, FOLDER_BEHAVIOUR, POLYGON_SOURCE
 
 EXTENT = "EXTENT"
 AREA_LAYER = "AREA"
@@ -122,3 +129,56 @@ def date_range(algorithm, parameters, context):
 
 def _qdatetime(day):
     return QDateTime(QDate(day.year, day.month, day.day), QTime(0, 0))
+
+
+RESAMPLING_METHODS = ("bilinear", "nearest", "cubic")
+
+
+def add_download_parameters(algorithm):
+    """Parameters shared by the download step and the workflows that include it."""
+    algorithm.add(
+        QgsProcessingParameterNumber("DL_TIMEOUT", algorithm.tr("Download timeout per request (dl_timeout, s)"),
+                                     DOUBLE, defaultValue=120.0, minValue=1.0),
+        "Seconds GDAL waits for each HTTP request of a band before retrying (3 retries), then fails.",
+        decimals=0,
+    )
+    algorithm.add(
+        QgsProcessingParameterString("PC_KEY", algorithm.tr("Planetary Computer subscription key (pc_key)"),
+                                     optional=True),
+        "Optional key used to obtain the SAS tokens that sign the band URLs.",
+        advanced=True,
+    )
+    algorithm.add(
+        QgsProcessingParameterEnum("RESAMPLING", algorithm.tr("Resampling of 20 m and 60 m bands"),
+                                   options=list(RESAMPLING_METHODS), defaultValue=0),
+        "How 20 m and 60 m bands are brought to 10 m: bilinear (as FarmVibes), nearest or cubic. "
+        "SCL always uses nearest.",
+        advanced=True,
+    )
+    algorithm.add(
+        QgsProcessingParameterCrs("OUTPUT_CRS", algorithm.tr("Output CRS"), optional=True),
+        "Projected CRS of the outputs; empty means the UTM zone that holds most of the area.",
+        advanced=True,
+    )
+    algorithm.add(
+        QgsProcessingParameterFile("CACHE_FOLDER", algorithm.tr("Cache folder"), behavior=FOLDER_BEHAVIOUR,
+                                   optional=True),
+        "Where downloaded windows are kept so a re-run (after Cancel or a failure) fetches only what "
+        "is missing. Empty: s2masks-cache in the system's temporary folder.",
+        advanced=True,
+    )
+
+
+def download_options(algorithm, parameters, context, stack_module):
+    cache = algorithm.parameterAsFile(parameters, "CACHE_FOLDER", context)
+    return stack_module.StackOptions(
+        cache_dir=Path(cache) if cache else Path(tempfile.gettempdir()) / "s2masks-cache",
+        resampling=RESAMPLING_METHODS[algorithm.parameterAsEnum(parameters, "RESAMPLING", context)],
+        dl_timeout=algorithm.parameterAsDouble(parameters, "DL_TIMEOUT", context),
+        pc_key=algorithm.parameterAsString(parameters, "PC_KEY", context).strip() or None,
+    )
+
+
+def output_crs(algorithm, parameters, context):
+    crs = algorithm.parameterAsCrs(parameters, "OUTPUT_CRS", context)
+    return crs.toWkt() if crs.isValid() else None

@@ -6,10 +6,14 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .base import ICON_PATH
+from .download_stack_sentinel2 import DownloadStackSentinel2
 from .list_sentinel2_products import ListSentinel2Products
+from .merge_sentinel2_orbits import MergeSentinel2Orbits
+from .preprocess_s2 import PreprocessS2
 from .select_necessary_coverage_items import SelectNecessaryCoverageItems
 
-ALGORITHMS = (ListSentinel2Products, SelectNecessaryCoverageItems)
+ALGORITHMS = (ListSentinel2Products, SelectNecessaryCoverageItems, DownloadStackSentinel2, MergeSentinel2Orbits,
+              PreprocessS2)
 
 
 def plugin_version():

@@ -137,9 +137,9 @@ def stack_acquisition(items, area_wgs84, grid, raster_path, mask_path, options, 
     try:
         raster_tmp, mask_tmp = Path(work) / "raster.tif", Path(work) / "mask.tif"
         valid = _stream_blocks(grid, reader, raster_tmp, mask_tmp, options, progress, should_cancel)
-        _describe_outputs(raster_tmp, mask_tmp, ordered)
-        _publish_cog(raster_tmp, raster_path, "average")
-        _publish_cog(mask_tmp, mask_path, "nearest")
+        describe_outputs(raster_tmp, mask_tmp, [i.id for i in ordered], [i.processing_baseline for i in ordered])
+        publish_cog(raster_tmp, raster_path, "average")
+        publish_cog(mask_tmp, mask_path, "nearest")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return StackResult(raster_path, mask_path, tuple(ordered), valid)
@@ -252,7 +252,8 @@ def _is_signable(href):
     return ".blob.core.windows.net" in href
 
 
-def _describe_outputs(raster_tmp, mask_tmp, items):
+def describe_outputs(raster_tmp, mask_tmp, products, baselines):
+    """Band names, reflectance scale, provenance tags, mask palette and class names."""
     with rasterio.open(raster_tmp, "r+") as raster:
         for index, name in enumerate(S2_BANDS, start=1):
             raster.set_band_description(index, name)
@@ -261,8 +262,8 @@ def _describe_outputs(raster_tmp, mask_tmp, items):
         raster.update_tags(
             BANDS=",".join(S2_BANDS),
             REFLECTANCE="reflectance = DN * 0.0001 (BOA_ADD_OFFSET already applied)",
-            PRODUCTS=",".join(item.id for item in items),
-            PROCESSING_BASELINES=",".join(item.processing_baseline for item in items),
+            PRODUCTS=",".join(products),
+            PROCESSING_BASELINES=",".join(baselines),
             MOSAIC_ORDER="first valid pixel; tiles covering more of the area first, then by id",
         )
     with rasterio.open(mask_tmp, "r+") as mask:
@@ -286,7 +287,7 @@ def _set_category_names(path):
     dataset = None
 
 
-def _publish_cog(source, target, overview_resampling):
+def publish_cog(source, target, overview_resampling):
     """Converts to a COG next to the target, then renames: readers never see a partial file."""
     partial = target.with_name(f".{target.name}.partial")
     try:
@@ -303,3 +304,20 @@ def _move_sidecar(partial, target):
     aux = Path(str(partial) + ".aux.xml")
     if aux.exists():
         os.replace(aux, Path(str(target) + ".aux.xml"))
+
+
+def acquisition_groups(items):
+    """[(key, items)] per acquisition (one satellite pass), in time order: FarmVibes'
+    group_sentinel2_orbits, keyed by (platform, sensing time) instead of an orbit number
+    that needed a manifest download."""
+    groups = {}
+    for item in items:
+        groups.setdefault(item.acquisition_key, []).append(item)
+    return sorted(groups.items(), key=lambda entry: (entry[0][1], entry[0][0]))
+
+
+def acquisition_name(items):
+    """File stem for an acquisition, e.g. S2A_20221005T115411_R023."""
+    first = items[0]
+    orbit = f"_R{first.relative_orbit:03d}" if first.relative_orbit is not None else ""
+    return f"{first.platform}_{first.datetime:%Y%m%dT%H%M%S}{orbit}"

@@ -1,0 +1,92 @@
+"""Preprocess Sentinel-2: area + dates -> list -> select -> download and stack (+ mosaic)."""
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingMultiStepFeedback,
+    QgsProcessingOutputMultipleLayers,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+)
+
+from .base import S2MasksAlgorithm
+from .compat import DOUBLE, INTEGER, POLYGON_SOURCE
+from .inputs import AREA_LAYER, EXTENT, add_area_parameters, add_date_parameters, add_download_parameters
+from .list_sentinel2_products import PLANETARY_COMPUTER_STAC
+
+# Parameters handed unchanged to the child algorithms that share their names.
+_LIST_KEYS = (EXTENT, AREA_LAYER, "START_DATE", "END_DATE", "MAX_CLOUD_COVER", "STAC_URL", "PC_KEY")
+_SELECT_KEYS = (EXTENT, AREA_LAYER, "MIN_TILE_COVER", "MAX_TILES_PER_TIME")
+_DOWNLOAD_KEYS = (EXTENT, AREA_LAYER, "DL_TIMEOUT", "PC_KEY", "RESAMPLING", "OUTPUT_CRS", "CACHE_FOLDER",
+                  "OUTPUT_FOLDER")
+
+
+class PreprocessS2(S2MasksAlgorithm):
+    NAME = "preprocesss2"
+    DISPLAY_NAME = "Preprocess Sentinel-2"
+    GROUP = "Workflows"
+    DESCRIPTION = (
+        "The whole preprocessing in one run: lists the Sentinel-2 L2A products over the area and "
+        "dates, keeps per acquisition the fewest tiles that cover the area, then reads only the "
+        "area's pixels and writes per acquisition a 12-band 10 m raster and a product mask (from SCL), "
+        "mosaicking the tiles of one acquisition. Runs 'List Sentinel-2 products', 'Select necessary "
+        "coverage items' and 'Download and stack Sentinel-2'; one progress bar, Cancel anywhere. "
+        "FarmVibes workflow: preprocess_s2."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        add_area_parameters(self)
+        add_date_parameters(self)
+        self.add(QgsProcessingParameterNumber("MAX_CLOUD_COVER", self.tr("Maximum scene cloud cover (%)"), DOUBLE,
+                                              defaultValue=100.0, minValue=0.0, maxValue=100.0),
+                 "Skip products whose whole-tile eo:cloud_cover is above this percentage.", decimals=1)
+        self.add(QgsProcessingParameterNumber("MIN_TILE_COVER", self.tr("Minimum cover of the area (min_tile_cover)"),
+                                              DOUBLE, defaultValue=0.99, minValue=0.0, maxValue=1.0),
+                 "Fraction in (0, 1] of the area an acquisition's tiles must cover to be kept.", decimals=3)
+        self.add(QgsProcessingParameterNumber("MAX_TILES_PER_TIME", self.tr("Maximum tiles per acquisition "
+                                              "(max_tiles_per_time)"), INTEGER, optional=True),
+                 "Most tiles to use for one acquisition; empty means no limit.")
+        add_download_parameters(self)
+        self.add(QgsProcessingParameterString("STAC_URL", self.tr("STAC API URL"), defaultValue=PLANETARY_COMPUTER_STAC),
+                 "Root of the STAC API to search.", advanced=True)
+        self.add(QgsProcessingParameterFeatureSink("FOOTPRINTS", self.tr("Selected footprints"), POLYGON_SOURCE),
+                 "The products used, one feature per tile and acquisition.")
+        self.add(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", self.tr("Output folder")),
+                 "Where the rasters and masks are written.")
+        self.addOutput(QgsProcessingOutputMultipleLayers("RASTERS", self.tr("Stacked rasters")))
+        self.addOutput(QgsProcessingOutputMultipleLayers("MASKS", self.tr("Product masks")))
+        self.addOutput(QgsProcessingOutputNumber("COUNT", self.tr("Acquisitions written")))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        import processing
+
+        steps = QgsProcessingMultiStepFeedback(3, feedback)
+        listed = processing.run("s2masks:listsentinel2products",
+                                dict(_pick(parameters, _LIST_KEYS), OUTPUT=QgsProcessing.TEMPORARY_OUTPUT),
+                                context=context, feedback=steps, is_child_algorithm=True)
+        steps.setCurrentStep(1)
+        if steps.isCanceled():
+            return {}
+        selected = processing.run("s2masks:selectnecessarycoverageitems",
+                                  dict(_pick(parameters, _SELECT_KEYS), FOOTPRINTS=listed["OUTPUT"],
+                                       OUTPUT=parameters["FOOTPRINTS"]),
+                                  context=context, feedback=steps, is_child_algorithm=True)
+        steps.setCurrentStep(2)
+        results = {"FOOTPRINTS": selected["OUTPUT"], "RASTERS": [], "MASKS": [], "COUNT": 0,
+                   "OUTPUT_FOLDER": self.parameterAsString(parameters, "OUTPUT_FOLDER", context)}
+        if not selected["ACQUISITIONS"]:
+            feedback.pushWarning("No acquisition covers the area: nothing to download. Widen the dates, lower "
+                                 "min_tile_cover or raise the maximum cloud cover.")
+            return results
+        stacked = processing.run("s2masks:downloadstacksentinel2",
+                                 dict(_pick(parameters, _DOWNLOAD_KEYS), FOOTPRINTS=selected["OUTPUT"]),
+                                 context=context, feedback=steps, is_child_algorithm=True)
+        results.update(RASTERS=stacked["RASTERS"], MASKS=stacked["MASKS"], COUNT=stacked["COUNT"],
+                       OUTPUT_FOLDER=stacked["OUTPUT_FOLDER"])
+        return results
+
+
+def _pick(parameters, keys):
+    return {key: parameters[key] for key in keys if parameters.get(key) not in (None, "")}

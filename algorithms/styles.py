@@ -1,0 +1,44 @@
+"""QGIS styles written as .qml files next to each output, so a raster opens styled in QGIS
+whether it is loaded by the algorithm, dragged in later, or opened on another machine."""
+
+from qgis.core import (
+    QgsContrastEnhancement,
+    QgsMultiBandColorRenderer,
+    QgsPalettedRasterRenderer,
+    QgsRasterLayer,
+)
+from qgis.PyQt.QtGui import QColor
+
+# True colour stretch: reflectance 0 .. 0.3 (DN 0 .. 3000), a common Sentinel-2 rendering.
+TRUE_COLOUR_MAX_DN = 3000
+
+
+def write_true_colour_style(raster_path):
+    """B04/B03/B02 (bands 4, 3, 2 of the stack) as red, green, blue."""
+    layer = QgsRasterLayer(str(raster_path), "stack")
+    renderer = QgsMultiBandColorRenderer(layer.dataProvider(), 4, 3, 2)
+    for band, setter in ((4, renderer.setRedContrastEnhancement), (3, renderer.setGreenContrastEnhancement),
+                         (2, renderer.setBlueContrastEnhancement)):
+        enhancement = QgsContrastEnhancement(layer.dataProvider().dataType(band))
+        enhancement.setMinimumValue(1)
+        enhancement.setMaximumValue(TRUE_COLOUR_MAX_DN)
+        enhancement.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
+        setter(enhancement)
+    layer.setRenderer(renderer)
+    _save(layer, raster_path)
+
+
+def write_palette_style(raster_path, categories):
+    """A paletted style; categories maps code -> (label, (r, g, b))."""
+    layer = QgsRasterLayer(str(raster_path), "mask")
+    classes = [QgsPalettedRasterRenderer.Class(code, QColor(*color), label)
+               for code, (label, color) in sorted(categories.items())]
+    layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes))
+    _save(layer, raster_path)
+
+
+def _save(layer, raster_path):
+    base = str(raster_path)[: -len(".tif")] if str(raster_path).endswith(".tif") else str(raster_path)
+    message, ok = layer.saveNamedStyle(base + ".qml")
+    del layer
+    return ok

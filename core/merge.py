@@ -1,0 +1,115 @@
+"""Merge stacked rasters (and their product masks) of one acquisition onto one grid:
+FarmVibes' merge_sentinel2_orbits, for rasters made earlier (for example one per tile).
+
+The first input has priority: a pixel of a later input fills only where the mosaic has no data
+yet (all bands 0). Inputs in another CRS are reprojected (bilinear for reflectance, nearest for
+masks). Unlike FarmVibes, masks follow the same valid-pixel rule as the rasters, so a later
+input's clouds are not lost under an earlier input's nodata.
+"""
+
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.transform import Affine
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+
+from .errors import Cancelled, InputError
+from .grid import Grid
+from .records import S2_BANDS
+from .stack import MASK_NODATA, check_writable, describe_outputs, publish_cog
+
+
+def union_grid(paths, crs=None):
+    """A 10 m grid over the union of the inputs, in `crs` or the first input's CRS."""
+    with rasterio.open(paths[0]) as first:
+        crs = rasterio.crs.CRS.from_user_input(crs) if crs else first.crs
+        size = abs(first.transform.a)
+    boxes = []
+    for path in paths:
+        with rasterio.open(path) as src:
+            boxes.append(transform_bounds(src.crs, crs, *src.bounds, densify_pts=21))
+    left = math.floor(min(b[0] for b in boxes) / size) * size
+    bottom = math.floor(min(b[1] for b in boxes) / size) * size
+    right = math.ceil(max(b[2] for b in boxes) / size) * size
+    top = math.ceil(max(b[3] for b in boxes) / size) * size
+    return Grid(crs, Affine(size, 0, left, 0, -size, top), int(round((right - left) / size)),
+                int(round((top - bottom) / size)))
+
+
+def check_inputs(rasters, masks):
+    if not rasters:
+        raise InputError("Give at least one stacked raster to merge.")
+    if len(rasters) != len(masks):
+        raise InputError(f"{len(rasters)} rasters but {len(masks)} masks: give one mask per raster, in the same order.")
+    for path in rasters:
+        with rasterio.open(path) as src:
+            if src.count != len(S2_BANDS) or tuple(src.descriptions) != S2_BANDS:
+                raise InputError(f"{path} is not a stacked Sentinel-2 raster (12 bands {', '.join(S2_BANDS)}).")
+
+
+def merge_stacks(rasters, masks, raster_path, mask_path, crs=None, block_size=1024, progress=None, should_cancel=None):
+    progress = progress or (lambda fraction, message: None)
+    should_cancel = should_cancel or (lambda: False)
+    check_inputs(rasters, masks)
+    raster_path, mask_path = Path(raster_path), Path(mask_path)
+    check_writable(raster_path.parent)
+    grid = union_grid(rasters, crs)
+    work = Path(tempfile.mkdtemp(prefix=".merging-", dir=raster_path.parent))
+    try:
+        profile = dict(driver="GTiff", width=grid.width, height=grid.height, crs=grid.crs, transform=grid.transform,
+                       tiled=True, blockxsize=512, blockysize=512, compress="DEFLATE", predictor=2)
+        blocks = list(grid.blocks(block_size))
+        with rasterio.open(work / "raster.tif", "w", count=len(S2_BANDS), dtype="uint16", nodata=0, **profile) as out, \
+                rasterio.open(work / "mask.tif", "w", count=1, dtype="uint8", nodata=MASK_NODATA, **profile) as out_mask:
+            for number, block in enumerate(blocks, start=1):
+                if should_cancel():
+                    raise Cancelled("Merge cancelled.")
+                stack, mask = _merge_block(rasters, masks, grid, block)
+                out.write(stack, window=block)
+                out_mask.write(mask, 1, window=block)
+                progress(number / len(blocks), f"block {number}/{len(blocks)}")
+        products, baselines = _provenance(rasters)
+        describe_outputs(work / "raster.tif", work / "mask.tif", products, baselines)
+        publish_cog(work / "raster.tif", raster_path, "average")
+        publish_cog(work / "mask.tif", mask_path, "nearest")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return grid
+
+
+def _provenance(rasters):
+    products, baselines = [], []
+    for path in rasters:
+        with rasterio.open(path) as src:
+            tags = src.tags()
+        products += [p for p in tags.get("PRODUCTS", "").split(",") if p]
+        baselines += [b for b in tags.get("PROCESSING_BASELINES", "").split(",") if b]
+    return products, baselines
+
+
+def _merge_block(rasters, masks, grid, block):
+    sub = grid.sub_grid(block)
+    stack = np.zeros((len(S2_BANDS), sub.height, sub.width), dtype=np.uint16)
+    mask = np.full((sub.height, sub.width), MASK_NODATA, dtype=np.uint8)
+    for raster, mask_file in zip(rasters, masks):
+        empty = (stack == 0).all(axis=0)
+        if not empty.any():
+            break
+        data = _read_onto(raster, sub, Resampling.bilinear, 0)
+        codes = _read_onto(mask_file, sub, Resampling.nearest, MASK_NODATA)[0]
+        fill = empty & (data != 0).any(axis=0)
+        stack[:, fill] = data[:, fill]
+        mask[fill] = codes[fill]
+    return stack, mask
+
+
+def _read_onto(path, grid, resampling, nodata):
+    with rasterio.open(path) as src, WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width,
+                                               height=grid.height, resampling=resampling, nodata=nodata) as vrt:
+        return vrt.read()
