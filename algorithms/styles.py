@@ -2,6 +2,7 @@
 whether it is loaded by the algorithm, dragged in later, or opened on another machine."""
 
 from qgis.core import (
+    Qgis,
     QgsContrastEnhancement,
     QgsMultiBandColorRenderer,
     QgsPalettedRasterRenderer,
@@ -9,19 +10,23 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
-# True colour stretch: reflectance 0 .. 0.3 (DN 0 .. 3000), a common Sentinel-2 rendering.
-TRUE_COLOUR_MAX_DN = 3000
+# True colour stretch: reflectance 0 .. 0.25 (DN 0 .. 2500), the same for every date.
+TRUE_COLOUR_MAX_REFLECTANCE = 0.25
+_FLOAT_TYPES = (Qgis.Float32, Qgis.Float64)
 
 
 def write_true_colour_style(raster_path):
     """B04/B03/B02 (bands 4, 3, 2 of the stack) as red, green, blue."""
     layer = QgsRasterLayer(str(raster_path), "stack")
-    renderer = QgsMultiBandColorRenderer(layer.dataProvider(), 4, 3, 2)
+    provider = layer.dataProvider()
+    renderer = QgsMultiBandColorRenderer(provider, 4, 3, 2)
     for band, setter in ((4, renderer.setRedContrastEnhancement), (3, renderer.setGreenContrastEnhancement),
                          (2, renderer.setBlueContrastEnhancement)):
-        enhancement = QgsContrastEnhancement(layer.dataProvider().dataType(band))
-        enhancement.setMinimumValue(1)
-        enhancement.setMaximumValue(TRUE_COLOUR_MAX_DN)
+        # QGIS applies the band scale (0.0001) and then reports float reflectance; else raw DN
+        scaled = provider.dataType(band) in _FLOAT_TYPES
+        enhancement = QgsContrastEnhancement(provider.dataType(band))
+        enhancement.setMinimumValue(0)
+        enhancement.setMaximumValue(TRUE_COLOUR_MAX_REFLECTANCE / (1 if scaled else provider.bandScale(band)))
         enhancement.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
         setter(enhancement)
     layer.setRenderer(renderer)

@@ -79,3 +79,15 @@ def test_packaged_zip_loads_in_qgis(qgis_process_env, tmp_path):
     env = dict(qgis_process_env, QGIS_PLUGINPATH=str(plugins), QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"))
     qgis_process(env, "plugins", "enable", "s2masks")
     assert "s2masks:selectnecessarycoverageitems" in qgis_process(env, "list").stdout
+
+
+def test_run_preprocess_writes_and_reports_rasters_and_masks(enabled_env, pc_double, tmp_path):
+    result = qgis_process(enabled_env, "run", "s2masks:preprocesss2", "--",
+                          "EXTENT=-8.74,-8.62,53.09,53.16 [EPSG:4326]", "START_DATE=2022-10-01",
+                          "END_DATE=2022-10-10", f"STAC_URL={pc_double.url}", f"CACHE_FOLDER={tmp_path / 'cache'}",
+                          f"OUTPUT_FOLDER={tmp_path / 'out'}", f"FOOTPRINTS={tmp_path / 'selected.gpkg'}")
+    raster = tmp_path / "out" / "S2A_20221005T115411_R023.tif"
+    mask = tmp_path / "out" / "S2A_20221005T115411_R023_mask.tif"
+    assert raster.exists() and mask.exists()
+    assert str(raster) in result.stdout and str(mask) in result.stdout
+    assert "COUNT:\t1" in result.stdout
