@@ -113,10 +113,7 @@ class DownloadStackSentinel2(S2MasksAlgorithm):
             return self.run_core(geometry.area_from_geojson, area_geojson(self, parameters, context))
         feedback.pushWarning("No area given: the products' whole footprints are read. Give an extent or a "
                              "polygon layer to read only the pixels you need.")
-        import shapely
-        from shapely.geometry import shape
-
-        return shapely.union_all([shape(item.footprint) for item in items])
+        return geometry.footprints_union(items)
 
 
 def _parse_json(text):

@@ -24,7 +24,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QDate, QDateTime, QTime
 
-from .compat import DATE, DOUBLE, FOLDER_BEHAVIOUR, POLYGON_SOURCE
+from .compat import DATE, DOUBLE, FOLDER_BEHAVIOUR, INTEGER, POLYGON_SOURCE
 
 EXTENT = "EXTENT"
 AREA_LAYER = "AREA"
@@ -132,6 +132,48 @@ def _qdatetime(day):
 
 
 RESAMPLING_METHODS = ("bilinear", "nearest", "cubic")
+# Also in core.search, which this module may not import at load time (its packages may be missing).
+PLANETARY_COMPUTER_STAC = "https://planetarycomputer.microsoft.com/api/stac/v1"
+
+
+def add_search_parameters(algorithm):
+    """Cloud-cover filter and STAC API URL (List, and the workflows that list)."""
+    algorithm.add(
+        QgsProcessingParameterNumber("MAX_CLOUD_COVER", algorithm.tr("Maximum scene cloud cover (%)"), DOUBLE,
+                                     defaultValue=100.0, minValue=0.0, maxValue=100.0),
+        "Skip products whose whole-tile eo:cloud_cover is above this percentage. 100 keeps all.",
+        decimals=1,
+    )
+    algorithm.add(
+        QgsProcessingParameterString("STAC_URL", algorithm.tr("STAC API URL"), defaultValue=PLANETARY_COMPUTER_STAC),
+        "Root of the STAC API to search; it must serve the sentinel-2-l2a collection.",
+        advanced=True,
+    )
+
+
+def add_pc_key_parameter(algorithm, help_text):
+    algorithm.add(
+        QgsProcessingParameterString("PC_KEY", algorithm.tr("Planetary Computer subscription key (pc_key)"),
+                                     optional=True),
+        help_text,
+        advanced=True,
+    )
+
+
+def add_coverage_parameters(algorithm):
+    """min_tile_cover and max_tiles_per_time (Select, and the workflows that select)."""
+    algorithm.add(
+        QgsProcessingParameterNumber("MIN_TILE_COVER", algorithm.tr("Minimum cover of the area (min_tile_cover)"),
+                                     DOUBLE, defaultValue=0.99, minValue=0.0, maxValue=1.0),
+        "Fraction in (0, 1] of the area an acquisition's tiles must cover together to be kept.",
+        decimals=3,
+    )
+    algorithm.add(
+        QgsProcessingParameterNumber("MAX_TILES_PER_TIME",
+                                     algorithm.tr("Maximum tiles per acquisition (max_tiles_per_time)"),
+                                     INTEGER, optional=True),
+        "Most tiles to use for one acquisition; empty means no limit.",
+    )
 
 
 def add_download_parameters(algorithm):
@@ -142,12 +184,7 @@ def add_download_parameters(algorithm):
         "Seconds GDAL waits for each HTTP request of a band before retrying (3 retries), then fails.",
         decimals=0,
     )
-    algorithm.add(
-        QgsProcessingParameterString("PC_KEY", algorithm.tr("Planetary Computer subscription key (pc_key)"),
-                                     optional=True),
-        "Optional key used to obtain the SAS tokens that sign the band URLs.",
-        advanced=True,
-    )
+    add_pc_key_parameter(algorithm, "Optional key used to obtain the SAS tokens that sign the band URLs.")
     algorithm.add(
         QgsProcessingParameterEnum("RESAMPLING", algorithm.tr("Resampling of 20 m and 60 m bands"),
                                    options=list(RESAMPLING_METHODS), defaultValue=0),

@@ -6,16 +6,21 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterString,
 )
 
 from . import footprints
 from .base import S2MasksAlgorithm
-from .inputs import WGS84, add_area_parameters, add_date_parameters, area_geojson, date_range
 from .compat import DOUBLE, INTEGER, POLYGON_SOURCE
-
-# Also in core.search, which this module may not import at load time (its packages may be missing).
-PLANETARY_COMPUTER_STAC = "https://planetarycomputer.microsoft.com/api/stac/v1"
+from .inputs import (
+    PLANETARY_COMPUTER_STAC,
+    WGS84,
+    add_area_parameters,
+    add_date_parameters,
+    add_pc_key_parameter,
+    add_search_parameters,
+    area_geojson,
+    date_range,
+)
 
 
 class ListSentinel2Products(S2MasksAlgorithm):
@@ -33,29 +38,15 @@ class ListSentinel2Products(S2MasksAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         add_area_parameters(self)
         add_date_parameters(self)
-        self.add(
-            QgsProcessingParameterNumber("MAX_CLOUD_COVER", self.tr("Maximum scene cloud cover (%)"), DOUBLE,
-                                         defaultValue=100.0, minValue=0.0, maxValue=100.0),
-            "Skip products whose whole-tile eo:cloud_cover is above this percentage. 100 keeps all.",
-            decimals=1,
-        )
+        add_search_parameters(self)
         self.add(
             QgsProcessingParameterNumber("TIMEOUT", self.tr("Request timeout (s)"), DOUBLE,
                                          defaultValue=30.0, minValue=1.0),
             "Seconds to wait for each answer of the STAC API before retrying.",
             decimals=0,
         )
-        self.add(
-            QgsProcessingParameterString("STAC_URL", self.tr("STAC API URL"), defaultValue=PLANETARY_COMPUTER_STAC),
-            "Root of the STAC API to search; it must serve the sentinel-2-l2a collection.",
-            advanced=True,
-        )
-        self.add(
-            QgsProcessingParameterString("PC_KEY", self.tr("Planetary Computer subscription key (pc_key)"),
-                                         optional=True),
-            "Optional key, sent as Ocp-Apim-Subscription-Key; raises Planetary Computer's rate limits.",
-            advanced=True,
-        )
+        add_pc_key_parameter(self, "Optional key, sent as Ocp-Apim-Subscription-Key; raises Planetary "
+                                   "Computer's rate limits.")
         self.add(
             QgsProcessingParameterNumber("ATTEMPTS", self.tr("Attempts per request"), INTEGER,
                                          defaultValue=4, minValue=1, maxValue=20),

@@ -7,14 +7,19 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFolderDestination,
-    QgsProcessingParameterNumber,
-    QgsProcessingParameterString,
 )
 
 from .base import S2MasksAlgorithm
-from .compat import DOUBLE, INTEGER, POLYGON_SOURCE
-from .inputs import AREA_LAYER, EXTENT, add_area_parameters, add_date_parameters, add_download_parameters
-from .list_sentinel2_products import PLANETARY_COMPUTER_STAC
+from .compat import POLYGON_SOURCE
+from .inputs import (
+    AREA_LAYER,
+    EXTENT,
+    add_area_parameters,
+    add_coverage_parameters,
+    add_date_parameters,
+    add_download_parameters,
+    add_search_parameters,
+)
 
 # Parameters handed unchanged to the child algorithms that share their names.
 _LIST_KEYS = (EXTENT, AREA_LAYER, "START_DATE", "END_DATE", "MAX_CLOUD_COVER", "STAC_URL", "PC_KEY")
@@ -39,18 +44,9 @@ class PreprocessS2(S2MasksAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         add_area_parameters(self)
         add_date_parameters(self)
-        self.add(QgsProcessingParameterNumber("MAX_CLOUD_COVER", self.tr("Maximum scene cloud cover (%)"), DOUBLE,
-                                              defaultValue=100.0, minValue=0.0, maxValue=100.0),
-                 "Skip products whose whole-tile eo:cloud_cover is above this percentage.", decimals=1)
-        self.add(QgsProcessingParameterNumber("MIN_TILE_COVER", self.tr("Minimum cover of the area (min_tile_cover)"),
-                                              DOUBLE, defaultValue=0.99, minValue=0.0, maxValue=1.0),
-                 "Fraction in (0, 1] of the area an acquisition's tiles must cover to be kept.", decimals=3)
-        self.add(QgsProcessingParameterNumber("MAX_TILES_PER_TIME", self.tr("Maximum tiles per acquisition "
-                                              "(max_tiles_per_time)"), INTEGER, optional=True),
-                 "Most tiles to use for one acquisition; empty means no limit.")
+        add_search_parameters(self)
+        add_coverage_parameters(self)
         add_download_parameters(self)
-        self.add(QgsProcessingParameterString("STAC_URL", self.tr("STAC API URL"), defaultValue=PLANETARY_COMPUTER_STAC),
-                 "Root of the STAC API to search.", advanced=True)
         self.add(QgsProcessingParameterFeatureSink("FOOTPRINTS", self.tr("Selected footprints"), POLYGON_SOURCE),
                  "The products used, one feature per tile and acquisition.")
         self.add(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", self.tr("Output folder")),

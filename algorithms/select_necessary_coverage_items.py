@@ -6,13 +6,12 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
-    QgsProcessingParameterNumber,
 )
 
 from . import footprints
 from .base import S2MasksAlgorithm
-from .compat import DOUBLE, INTEGER, POLYGON_SOURCE
-from .inputs import WGS84, add_area_parameters, area_geojson
+from .compat import POLYGON_SOURCE
+from .inputs import WGS84, add_area_parameters, add_coverage_parameters, area_geojson
 
 
 class SelectNecessaryCoverageItems(S2MasksAlgorithm):
@@ -33,17 +32,7 @@ class SelectNecessaryCoverageItems(S2MasksAlgorithm):
             "Output of 'List Sentinel-2 products' (needs its item_json field).",
         )
         add_area_parameters(self)
-        self.add(
-            QgsProcessingParameterNumber("MIN_TILE_COVER", self.tr("Minimum cover of the area (min_tile_cover)"),
-                                         DOUBLE, defaultValue=0.99, minValue=0.0, maxValue=1.0),
-            "Fraction in (0, 1] of the area an acquisition's tiles must cover together to be kept.",
-            decimals=3,
-        )
-        self.add(
-            QgsProcessingParameterNumber("MAX_TILES_PER_TIME", self.tr("Maximum tiles per acquisition "
-                                         "(max_tiles_per_time)"), INTEGER, optional=True),
-            "Most tiles to use for one acquisition; empty means no limit.",
-        )
+        add_coverage_parameters(self)
         self.add(
             QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Selected footprints"), POLYGON_SOURCE),
             "The chosen products, with pass_order (1 = the tile covering most of the area) and pass_cover (the fraction of the area the acquisition covers).",

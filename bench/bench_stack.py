@@ -17,6 +17,7 @@ import argparse
 import copy
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -109,6 +110,7 @@ def bench_bytes_and_time(double, item_json):
     start = time.perf_counter()
     stack.stack_acquisition([item], area, grid, work / "s2.tif", work / "mask.tif", options)
     stack_seconds = time.perf_counter() - start
+    shutil.rmtree(options.cache_dir)
     fetched = double.total_bytes_served() - before
     print(f"10 km area: {grid.width} x {grid.height} px at 10 m")
     print(f"  bytes fetched {fetched / 1e6:.1f} MB / whole-tile band files {whole / 1e6:.0f} MB = "
@@ -130,8 +132,9 @@ area = shapely.geometry.shape(item.footprint).buffer(-0.001)
 grid = grids.output_grid(area, 'EPSG:32629')
 work = Path({str(BENCH_DIR / 'full')!r})
 start = time.perf_counter()
-stack.stack_acquisition([item], area, grid, work / 's2.tif', work / 'mask.tif',
-                        stack.StackOptions(cache_dir=work / f'cache-{{time.time_ns()}}'))
+options = stack.StackOptions(cache_dir=work / f'cache-{{time.time_ns()}}')
+stack.stack_acquisition([item], area, grid, work / 's2.tif', work / 'mask.tif', options)
+import shutil; shutil.rmtree(options.cache_dir)
 print(grid.width, grid.height, time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
     local = copy.deepcopy(item_json)

@@ -23,6 +23,11 @@ from rasterio.windows import Window, from_bounds
 from .errors import S2MasksError
 
 
+# GDAL's raster block cache (its default is 5% of RAM per process): blocks are read once and
+# streamed, so a large cache only holds memory. In bytes (rasterio sets it with GDALSetCacheMax64).
+BLOCK_CACHE_BYTES = 256 * 1024 * 1024
+
+
 class DownloadError(S2MasksError):
     """A band could not be read; the message names the product, the band and the cause."""
 
@@ -39,6 +44,7 @@ def gdal_http_options(timeout):
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
         "GDAL_HTTP_MULTIPLEX": "YES",
         "VSI_CACHE": "TRUE",
+        "GDAL_CACHEMAX": BLOCK_CACHE_BYTES,
     }
 
 

@@ -89,3 +89,8 @@ def search_geometry(area_wgs84, max_vertices=500):
             break
         area_wgs84 = simpler(area_wgs84)
     return mapping(area_wgs84)
+
+
+def footprints_union(items):
+    """The union of the items' footprints (WGS84): the area when the user gives none."""
+    return shapely.union_all([shape(item.footprint) for item in items])

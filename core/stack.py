@@ -31,6 +31,7 @@ from rasterio.warp import reproject
 from . import cogread, signing
 from .errors import Cancelled, InputError
 from .records import S2_BANDS
+from .selection import item_cover_fractions
 
 RESAMPLING = {"bilinear": Resampling.bilinear, "nearest": Resampling.nearest, "cubic": Resampling.cubic}
 # Source pixels read beyond a block's edge so that the resampling kernel has its neighbours.
@@ -87,8 +88,6 @@ def harmonise(dn, offset):
 
 def mosaic_order(items, area_wgs84):
     """Tiles that cover more of the area first; then by id (a stable, documented order)."""
-    from .selection import item_cover_fractions
-
     covers = item_cover_fractions(items, area_wgs84)
     return sorted(items, key=lambda item: (-round(covers[item.id], 9), item.id))
 
@@ -291,8 +290,9 @@ def publish_cog(source, target, overview_resampling):
     """Converts to a COG next to the target, then renames: readers never see a partial file."""
     partial = target.with_name(f".{target.name}.partial")
     try:
-        rasterio.shutil.copy(source, partial, driver="COG", compress="DEFLATE", predictor=2, blocksize=512,
-                             overview_resampling=overview_resampling, BIGTIFF="IF_SAFER")
+        with rasterio.Env(GDAL_CACHEMAX=cogread.BLOCK_CACHE_BYTES):
+            rasterio.shutil.copy(source, partial, driver="COG", compress="DEFLATE", predictor=2, blocksize=512,
+                                 overview_resampling=overview_resampling, BIGTIFF="IF_SAFER")
         os.replace(partial, target)
         _move_sidecar(partial, target)
     finally:
