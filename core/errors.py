@@ -31,6 +31,8 @@ _INSTALL_HINTS = {
     "rasterio": ("rasterio", "python3-rasterio"),
     "numpy": ("numpy<2", "python3-numpy"),
     "requests": ("requests", "python3-requests"),
+    "onnxruntime": ("onnxruntime", None),
+    "ukis_csmask": ("ukis-csmask", None),
 }
 
 

@@ -1,0 +1,314 @@
+"""Cloud and shadow probabilities with ONNX segmentation models described by model cards
+(FarmVibes' compute_cloud_prob / compute_shadow_prob, improved).
+
+- The model is checked against its card when loaded (input channels, dtype, chip size, output
+  shape, by one probe run) and the raster against the card (band names and order).
+- The raster is read at the model's native resolution (area average; 30 m for ukis-csmask,
+  so 3 x 3 pixels of the 10 m stack) and probabilities are brought back to the raster's grid
+  with bilinear resampling.
+- Chips overlap and are blended with smooth (sine) weights, so there are no seams; FarmVibes
+  cuts each chip at the midpoint instead. Batches of chips run through onnxruntime on all cores.
+- Pixels where any band is nodata get probability 1, as in FarmVibes; chips with no valid
+  pixel skip the model.
+- `in_memory=False` streams chip rows from disk with a rolling accumulator (bounded memory);
+  `in_memory=True` reads the raster once. Cloud and shadow from one multi-class model take one pass.
+- Outputs are float32 COGs in [0, 1], published by rename; Cancel between batches leaves nothing.
+"""
+
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.transform import Affine
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from . import cogread
+from .errors import Cancelled, InputError
+from .records import S2_BANDS
+from .stack import check_writable, publish_cog
+
+PROBABILITY_AT_NODATA = 1.0
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    in_memory: bool = False
+    batch_size: int = 8
+    overlap: float = None  # None: the card's
+    threads: int = 0  # 0: onnxruntime's choice (all cores)
+
+
+def validate_options(options):
+    if options.batch_size < 1:
+        raise InputError(f"Batch size must be at least 1, got {options.batch_size}.")
+    if options.overlap is not None and not 0 <= options.overlap <= 0.5:
+        raise InputError(f"Overlap must be between 0 and 0.5 (a fraction of the chip), got {options.overlap}.")
+
+
+class OnnxModel:
+    """An onnxruntime session checked against its card."""
+
+    def __init__(self, card, threads=0):
+        import onnxruntime
+
+        self.card = card
+        path = card.weights_path()
+        session_options = onnxruntime.SessionOptions()
+        session_options.intra_op_num_threads = int(threads)
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), sess_options=session_options,
+                                                        providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own Fail/InvalidProtobuf/InvalidGraph types
+            raise InputError(f"{path} is not a usable ONNX model ({type(err).__name__}: {str(err)[:200]}).") from err
+        self.input = self.session.get_inputs()[0]
+        self._check_input()
+        self._check_output()
+
+    def _check_input(self):
+        card, shape = self.card, self.input.shape
+        if self.input.type != "tensor(float)":
+            raise InputError(f"Model '{card.id}' takes {self.input.type}; the plugin feeds float32 (tensor(float)).")
+        if len(shape) != 4:
+            raise InputError(f"Model '{card.id}' takes input of rank {len(shape)}; expected (batch, bands, rows, cols).")
+        if isinstance(shape[1], int) and shape[1] != len(card.bands):
+            raise InputError(f"Model '{card.id}' takes {shape[1]} input channels but its card lists "
+                             f"{len(card.bands)} bands ({' '.join(card.bands)}): the card does not match the model.")
+        for size in shape[2:]:
+            if isinstance(size, int) and size != card.chip_size:
+                raise InputError(f"Model '{card.id}' takes {size} x {size} chips but its card says {card.chip_size}.")
+
+    def _check_output(self):
+        probe = np.zeros((1, len(self.card.bands), self.card.chip_size, self.card.chip_size), dtype=np.float32)
+        try:
+            output = self.session.run(None, {self.input.name: probe})[0]
+        except Exception as err:
+            raise InputError(f"Model '{self.card.id}' fails on a {probe.shape} input: {str(err)[:200]}") from err
+        expected_spatial = (self.card.chip_size, self.card.chip_size)
+        if output.ndim != 4 or output.shape[2:] != expected_spatial:
+            raise InputError(f"Model '{self.card.id}' returns shape {output.shape}; expected (1, classes, "
+                             f"{self.card.chip_size}, {self.card.chip_size}).")
+        needed = 1 + max([self.card.output.get(f"{t}_class", self.card.output.get("channel", 0))
+                          for t in self.card.provides])
+        if output.shape[1] < needed:
+            raise InputError(f"Model '{self.card.id}' returns {output.shape[1]} channels; its card needs {needed}.")
+
+    def probabilities(self, chips):
+        """chips (N, bands, C, C) already scaled -> {target: (N, C, C) float32}."""
+        logits = self.session.run(None, {self.input.name: chips})[0].astype(np.float32)
+        output = self.card.output
+        if output["type"] == "softmax":
+            logits -= logits.max(axis=1, keepdims=True)
+            np.exp(logits, out=logits)
+            logits /= logits.sum(axis=1, keepdims=True)  # per sample and pixel (FarmVibes' bug: no keepdims)
+            return {target: logits[:, output[f"{target}_class"]] for target in self.card.provides}
+        channel = logits[:, output.get("channel", 0)]
+        return {target: 1.0 / (1.0 + np.exp(-channel)) for target in self.card.provides}
+
+
+def check_raster(src, card):
+    """The raster must be a stack in the band order of 'Download and stack Sentinel-2'."""
+    descriptions = tuple(d or "" for d in src.descriptions)
+    if src.count < len(S2_BANDS):
+        raise InputError(f"The raster has {src.count} bands; a Sentinel-2 stack has 12 ({' '.join(S2_BANDS)}). "
+                         "Use the output of 'Download and stack Sentinel-2'.")
+    if any(descriptions) and descriptions[: len(S2_BANDS)] != S2_BANDS:
+        raise InputError(f"The raster's bands are {' '.join(descriptions)}; expected {' '.join(S2_BANDS)} in this "
+                         "order (the output of 'Download and stack Sentinel-2').")
+    return [S2_BANDS.index(band) + 1 for band in card.bands]
+
+
+def chip_starts(length, chip, overlap):
+    """Chip origins along one axis: the first at 0, the last flush with the end, evenly spread."""
+    if length <= chip:
+        return [0]
+    stride = max(1, int(chip * (1 - overlap)))
+    count = math.ceil((length - chip) / stride) + 1
+    return sorted({int(round(v)) for v in np.linspace(0, length - chip, count)})
+
+
+def blend_weights(chip):
+    """Smooth, strictly positive weights that fall towards chip edges (no seams when summed)."""
+    ramp = np.sin(np.pi * (np.arange(chip) + 0.5) / chip).astype(np.float32)
+    return np.outer(ramp, ramp)
+
+
+def compute_probabilities(raster_path, cards, outputs, options=InferenceOptions(), progress=None,
+                          should_cancel=None, log=None, warn=None):
+    """cards: {"cloud": card, "shadow": card}; outputs: {target: path}. Returns outputs."""
+    progress = progress or (lambda fraction, message: None)
+    should_cancel = should_cancel or (lambda: False)
+    log = log or (lambda message: None)
+    warn = warn or log
+    validate_options(options)
+    outputs = {target: Path(path) for target, path in outputs.items()}
+    for path in outputs.values():
+        check_writable(path.parent)
+    runs = {}  # one pass per distinct model
+    for target, card in cards.items():
+        if target not in card.provides:
+            raise InputError(f"Model '{card.id}' does not provide {target} probability (it provides "
+                             f"{', '.join(card.provides)}).")
+        runs.setdefault(card.id, (card, []))[1].append(target)
+    work = Path(tempfile.mkdtemp(prefix=".inference-", dir=next(iter(outputs.values())).parent))
+    try:
+        with rasterio.open(raster_path) as src:
+            for number, (card, targets) in enumerate(runs.values()):
+                band_indexes = check_raster(src, card)
+                model = OnnxModel(card, options.threads)
+                log(f"Model {card.id} for {' and '.join(targets)}")
+                low_res, valid_chips = _predict(src, model, band_indexes, targets, options, work,
+                                                _sub_progress(progress, number, len(runs)), should_cancel)
+                if not valid_chips:
+                    warn("The raster has no valid pixel (all nodata): every probability is 1, as in FarmVibes.")
+                for target in targets:
+                    _to_raster_grid(src, low_res[target], work / f"{target}.tif", should_cancel)
+                    publish_cog(work / f"{target}.tif", outputs[target], "average")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return outputs
+
+
+def _sub_progress(progress, index, count):
+    return lambda fraction, message: progress((index + fraction) / count, message)
+
+
+class _Reader:
+    """Chips of the working grid (the model's native resolution), from disk or from memory."""
+
+    def __init__(self, src, band_indexes, factor, in_memory):
+        self.src, self.bands, self.factor = src, band_indexes, factor
+        self.height = math.ceil(src.height / factor)
+        self.width = math.ceil(src.width / factor)
+        self.scale = np.float32(src.scales[band_indexes[0] - 1] or 1.0)
+        self.image = self._read(0, 0, self.height, self.width) if in_memory else None
+
+    def chip(self, row, col, size):
+        if self.image is not None:
+            out = np.zeros((len(self.bands), size, size), dtype=np.float32)
+            part = self.image[:, row:row + size, col:col + size]
+            out[:, :part.shape[1], :part.shape[2]] = part
+            return out
+        return self._read(row, col, size, size)
+
+    def _read(self, row, col, rows, cols):
+        f = self.factor
+        window = Window(col * f, row * f, cols * f, rows * f)
+        data = self.src.read(self.bands, window=window, out_shape=(len(self.bands), rows, cols), boundless=True,
+                             fill_value=0, resampling=Resampling.average if f > 1 else Resampling.nearest)
+        return data.astype(np.float32)
+
+
+def _predict(src, model, band_indexes, targets, options, work, progress, should_cancel):
+    card = model.card
+    factor = max(1, int(round(card.native_resolution / abs(src.transform.a))))
+    reader = _Reader(src, band_indexes, factor, options.in_memory)
+    chip = card.chip_size
+    overlap = card.overlap if options.overlap is None else options.overlap
+    rows = chip_starts(reader.height, chip, overlap)
+    cols = chip_starts(reader.width, chip, overlap)
+    weights = blend_weights(chip)
+    transform = src.transform * Affine.scale(factor)
+    profile = dict(driver="GTiff", width=reader.width, height=reader.height, count=1, dtype="float32",
+                   crs=src.crs, transform=transform, tiled=True, blockxsize=256, blockysize=256)
+    paths = {target: work / f"{target}_native.tif" for target in targets}
+    files = {target: rasterio.open(path, "w", **profile) for target, path in paths.items()}
+    try:
+        strip = _Strip(targets, chip, reader.width)
+        total, done, valid_chips = len(rows) * len(cols), 0, 0
+        for index, row in enumerate(rows):
+            next_row = rows[index + 1] if index + 1 < len(rows) else reader.height
+            for batch in _batches([(row, col) for col in cols], options.batch_size):
+                if should_cancel():
+                    raise Cancelled("Probability computation cancelled.")
+                chips = np.stack([reader.chip(r, c, chip) for r, c in batch])
+                valid = (chips > 0).all(axis=1)
+                valid_chips += int(valid.any(axis=(1, 2)).sum())
+                predictions = _run_batch(model, card, chips, valid, reader.scale)
+                for k, (r, c) in enumerate(batch):
+                    strip.add(r, c, {t: predictions[t][k] for t in targets}, weights, reader.height)
+                done += len(batch)
+                progress(done / total, f"{card.id}: chip {done}/{total}")
+            strip.flush(next_row, files, reader.height)
+    finally:
+        for handle in files.values():
+            handle.close()
+    return paths, valid_chips
+
+
+def _run_batch(model, card, chips, valid, scale):
+    """Probabilities for a batch; nodata pixels get 1, chips without valid pixels skip the model."""
+    size = chips.shape[-1]
+    result = {t: np.full((len(chips), size, size), PROBABILITY_AT_NODATA, dtype=np.float32) for t in card.provides}
+    run = valid.any(axis=(1, 2))
+    if run.any():
+        inputs = chips[run] * scale if card.reflectance else chips[run]
+        for target, probs in model.probabilities(card.scale(inputs)).items():
+            result[target][run] = probs
+    for target in result:
+        result[target][~valid] = PROBABILITY_AT_NODATA
+    return result
+
+
+def _batches(sequence, size):
+    for start in range(0, len(sequence), size):
+        yield sequence[start:start + size]
+
+
+class _Strip:
+    """Rolling weighted sums over the rows that chips still touch (2 chips tall)."""
+
+    def __init__(self, targets, chip, width):
+        self.top = 0
+        self.chip = chip
+        self.sums = {t: np.zeros((2 * chip, width), dtype=np.float32) for t in targets}
+        self.weight = np.zeros((2 * chip, width), dtype=np.float32)
+
+    def add(self, row, col, probabilities, weights, height):
+        r0 = row - self.top
+        rows = min(self.chip, height - row)
+        cols = min(self.chip, self.weight.shape[1] - col)
+        w = weights[:rows, :cols]
+        self.weight[r0:r0 + rows, col:col + cols] += w
+        for target, probs in probabilities.items():
+            self.sums[target][r0:r0 + rows, col:col + cols] += w * probs[:rows, :cols]
+
+    def flush(self, until, files, height):
+        """Writes rows [top, until): no later chip touches them."""
+        count = min(until, height) - self.top
+        if count <= 0:
+            return
+        weight = np.maximum(self.weight[:count], 1e-12)
+        for target, handle in files.items():
+            values = self.sums[target][:count] / weight
+            handle.write(values[None], window=Window(0, self.top, self.weight.shape[1], count))
+            self.sums[target] = np.roll(self.sums[target], -count, axis=0)
+            self.sums[target][-count:] = 0
+        self.weight = np.roll(self.weight, -count, axis=0)
+        self.weight[-count:] = 0
+        self.top += count
+
+
+def _to_raster_grid(src, native_path, target_path, should_cancel, block=1024):
+    """Bilinear back to the raster's grid, probability 1 where any band is nodata."""
+    profile = dict(driver="GTiff", width=src.width, height=src.height, count=1, dtype="float32", crs=src.crs,
+                   transform=src.transform, tiled=True, blockxsize=512, blockysize=512, compress="DEFLATE",
+                   predictor=3)
+    with rasterio.Env(GDAL_CACHEMAX=cogread.BLOCK_CACHE_BYTES), rasterio.open(native_path) as native, \
+            WarpedVRT(native, crs=src.crs, transform=src.transform, width=src.width, height=src.height,
+                      resampling=Resampling.bilinear) as vrt, rasterio.open(target_path, "w", **profile) as out:
+        for row in range(0, src.height, block):
+            for col in range(0, src.width, block):
+                if should_cancel():
+                    raise Cancelled("Probability computation cancelled.")
+                window = Window(col, row, min(block, src.width - col), min(block, src.height - row))
+                values = vrt.read(1, window=window)
+                nodata = (src.read(list(range(1, len(S2_BANDS) + 1)), window=window) == 0).any(axis=0)
+                values[nodata] = PROBABILITY_AT_NODATA
+                out.write(np.clip(values, 0, 1)[None], window=window)
+        out.set_band_description(1, Path(target_path).stem + "_probability")

@@ -1,0 +1,243 @@
+"""Cloud and shadow probabilities: exact behaviour with tiny ONNX models of known output, and
+the real ukis-csmask model on the real T29UNU scene."""
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from onnx_helpers import band_logit_model
+from rasterio.transform import Affine
+from shapely.geometry import box
+from stack_helpers import fixture_item, local_path
+
+from s2masks.core import grid as grids
+from s2masks.core import inference, models, records, stack
+from s2masks.core.errors import Cancelled, InputError
+
+
+def write_stack(path, data, descriptions=records.S2_BANDS):
+    """A 12-band uint16 stack like Download and stack writes (nodata 0, scale 0.0001)."""
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype="uint16", nodata=0, crs="EPSG:32629", transform=Affine(10, 0, 500000, 0, -10, 5900000),
+                       tiled=True, blockxsize=64, blockysize=64) as dst:
+        dst.write(data)
+        for index, name in enumerate(descriptions, start=1):
+            dst.set_band_description(index, name)
+        dst.scales = [1e-4] * data.shape[0]
+    return path
+
+
+def write_card(folder, model_path, **overrides):
+    card = {"id": "tiny", "weights": {"path": str(model_path)}, "bands": ["B02"],
+            "scaling": {"reflectance": False, "factor": 0.001}, "native_resolution": 10, "chip_size": 32,
+            "overlap": 0.25, "output": {"type": "softmax", "cloud_class": 1}, "provides": ["cloud"]}
+    card.update(overrides)
+    path = folder / f"{card['id']}.json"
+    path.write_text(json.dumps(card))
+    return models.load_card(path)
+
+
+@pytest.fixture
+def gradient_stack(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.integers(1, 4000, size=(12, 100, 90)).astype(np.uint16)
+    return write_stack(tmp_path / "stack.tif", data), data
+
+
+@pytest.fixture
+def tiny_card(tmp_path):
+    return write_card(tmp_path, band_logit_model(tmp_path / "tiny.onnx", in_channels=1))
+
+
+def _expected(data):
+    return 1 / (1 + np.exp(-data[1].astype(np.float64) * 0.001))  # band B02, factor 0.001, sigmoid
+
+
+def test_chips_cover_and_blend_exactly(gradient_stack, tiny_card, tmp_path):
+    path, data = gradient_stack
+    out = inference.compute_probabilities(path, {"cloud": tiny_card}, {"cloud": tmp_path / "cloud.tif"})
+    with rasterio.open(out["cloud"]) as src:
+        probability = src.read(1)
+        assert src.dtypes[0] == "float32" and src.shape == (100, 90) and src.transform == Affine(10, 0, 500000, 0, -10, 5900000)
+    np.testing.assert_allclose(probability, _expected(data), atol=1e-5)
+
+
+def test_in_memory_gives_the_same_result(gradient_stack, tiny_card, tmp_path):
+    path, _ = gradient_stack
+    streamed = inference.compute_probabilities(path, {"cloud": tiny_card}, {"cloud": tmp_path / "a.tif"})
+    loaded = inference.compute_probabilities(path, {"cloud": tiny_card}, {"cloud": tmp_path / "b.tif"},
+                                             inference.InferenceOptions(in_memory=True, batch_size=3))
+    with rasterio.open(streamed["cloud"]) as a, rasterio.open(loaded["cloud"]) as b:
+        assert np.array_equal(a.read(), b.read())
+
+
+def test_nodata_pixels_get_probability_one(gradient_stack, tiny_card, tmp_path):
+    path, data = gradient_stack
+    data[7, 10:20, 30:40] = 0  # B08 missing there: not a band the model reads
+    write_stack(path, data)
+    out = inference.compute_probabilities(path, {"cloud": tiny_card}, {"cloud": tmp_path / "cloud.tif"})
+    with rasterio.open(out["cloud"]) as src:
+        probability = src.read(1)
+    assert (probability[10:20, 30:40] == 1.0).all()
+    np.testing.assert_allclose(probability[50:, :], _expected(data)[50:, :], atol=1e-5)
+
+
+def test_all_nodata_raster_warns_and_gives_ones(tiny_card, tmp_path):
+    path = write_stack(tmp_path / "empty.tif", np.zeros((12, 40, 40), dtype=np.uint16))
+    warnings = []
+    out = inference.compute_probabilities(path, {"cloud": tiny_card}, {"cloud": tmp_path / "c.tif"}, warn=warnings.append)
+    with rasterio.open(out["cloud"]) as src:
+        assert (src.read(1) == 1.0).all()
+    assert warnings and "no valid pixel" in warnings[0]
+
+
+def test_overlapping_chips_blend_without_a_seam():
+    strip = inference._Strip(["cloud"], 8, 14)
+    weights = inference.blend_weights(8)
+    strip.add(0, 0, {"cloud": np.zeros((8, 8), np.float32)}, weights, 8)
+    strip.add(0, 6, {"cloud": np.ones((8, 8), np.float32)}, weights, 8)
+
+    class Sink:
+        def write(self, values, window):
+            self.values = values[0]
+
+    sink = Sink()
+    strip.flush(8, {"cloud": sink}, 8)
+    row = sink.values[4]
+    assert (row[:6] == 0).all() and (row[8:] == 1).all()
+    assert 0 < row[6] < row[7] < 1  # a smooth ramp across the overlap, no jump
+
+
+def test_chip_starts_cover_the_axis():
+    assert inference.chip_starts(20, 32, 0.25) == [0]
+    starts = inference.chip_starts(100, 32, 0.25)
+    assert starts[0] == 0 and starts[-1] == 68 and all(b - a <= 24 for a, b in zip(starts, starts[1:]))
+
+
+def test_downsampled_model_returns_to_the_raster_grid(gradient_stack, tmp_path):
+    path, data = gradient_stack
+    card = write_card(tmp_path, band_logit_model(tmp_path / "t.onnx", 1), id="coarse", native_resolution=30)
+    out = inference.compute_probabilities(path, {"cloud": card}, {"cloud": tmp_path / "c.tif"})
+    with rasterio.open(out["cloud"]) as src:
+        probability = src.read(1)
+    assert probability.shape == (100, 90)
+    # a 30 m average of random DN: close to the sigmoid of the local mean, smooth at 10 m
+    assert abs(probability.mean() - _expected(data).mean()) < 0.05
+
+
+def test_one_pass_for_cloud_and_shadow_from_one_model(gradient_stack, tmp_path, monkeypatch):
+    path, _ = gradient_stack
+    card = write_card(tmp_path, band_logit_model(tmp_path / "m.onnx", 1, out_channels=3), id="multi",
+                      output={"type": "softmax", "cloud_class": 1, "shadow_class": 2}, provides=["cloud", "shadow"])
+    sessions = []
+    original = inference.OnnxModel.__init__
+    monkeypatch.setattr(inference.OnnxModel, "__init__", lambda self, *a: sessions.append(1) or original(self, *a))
+    inference.compute_probabilities(path, {"cloud": card, "shadow": card},
+                                    {"cloud": tmp_path / "c.tif", "shadow": tmp_path / "s.tif"})
+    assert len(sessions) == 1 and (tmp_path / "c.tif").exists() and (tmp_path / "s.tif").exists()
+
+
+def test_cancel_leaves_no_output(gradient_stack, tiny_card, tmp_path):
+    path, _ = gradient_stack
+    with pytest.raises(Cancelled):
+        inference.compute_probabilities(path, {"cloud": tiny_card}, {"cloud": tmp_path / "out" / "c.tif"},
+                                        should_cancel=lambda: True)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+# -- refusals ----------------------------------------------------------------------------------
+def test_missing_weights_say_where_to_put_them(tmp_path):
+    card = write_card(tmp_path, tmp_path / "absent.onnx")
+    with pytest.raises(InputError, match=r"absent.onnx does not exist. Put absent.onnx in"):
+        inference.OnnxModel(card)
+
+
+def test_farmvibes_card_without_its_file():
+    card = models.load_card(models.MODELS_DIR / "farmvibes-cloud-model2.json")
+    with pytest.raises(InputError, match="cloud_model2_cpu.onnx does not exist. Put cloud_model2_cpu.onnx in .*models"):
+        card.weights_path()
+
+
+def test_a_file_that_is_not_onnx(tmp_path):
+    fake = tmp_path / "fake.onnx"
+    fake.write_bytes(b"this is not a model")
+    with pytest.raises(InputError, match="is not a usable ONNX model"):
+        inference.OnnxModel(write_card(tmp_path, fake))
+
+
+def test_channel_mismatch_between_model_and_card(tmp_path):
+    model = band_logit_model(tmp_path / "six.onnx", in_channels=6)
+    with pytest.raises(InputError, match="takes 6 input channels but its card lists 1 bands"):
+        inference.OnnxModel(write_card(tmp_path, model))
+
+
+def test_chip_size_mismatch(tmp_path):
+    model = band_logit_model(tmp_path / "s.onnx", in_channels=1, static_size=64)
+    with pytest.raises(InputError, match="takes 64 x 64 chips but its card says 32"):
+        inference.OnnxModel(write_card(tmp_path, model))
+
+
+def test_unknown_output_semantics(tmp_path):
+    with pytest.raises(InputError, match="unknown output type 'argmax'"):
+        write_card(tmp_path, tmp_path / "x.onnx", output={"type": "argmax"})
+
+
+def test_raster_with_too_few_bands(tiny_card, tmp_path):
+    path = write_stack(tmp_path / "four.tif", np.ones((4, 40, 40), np.uint16), ("B02", "B03", "B04", "B08"))
+    with pytest.raises(InputError, match="has 4 bands; a Sentinel-2 stack has 12"):
+        inference.compute_probabilities(path, {"cloud": tiny_card}, {"cloud": tmp_path / "c.tif"})
+
+
+def test_raster_bands_in_another_order(tiny_card, tmp_path):
+    path = write_stack(tmp_path / "shuffled.tif", np.ones((12, 40, 40), np.uint16), records.S2_BANDS[::-1])
+    with pytest.raises(InputError, match="expected B01 B02 B03"):
+        inference.compute_probabilities(path, {"cloud": tiny_card}, {"cloud": tmp_path / "c.tif"})
+
+
+@pytest.mark.parametrize("options, message", [
+    (inference.InferenceOptions(overlap=0.6), "Overlap must be between 0 and 0.5"),
+    (inference.InferenceOptions(overlap=-0.1), "Overlap must be between 0 and 0.5"),
+    (inference.InferenceOptions(batch_size=0), "Batch size must be at least 1"),
+])
+def test_bad_options(gradient_stack, tiny_card, tmp_path, options, message):
+    with pytest.raises(InputError, match=message):
+        inference.compute_probabilities(gradient_stack[0], {"cloud": tiny_card}, {"cloud": tmp_path / "c.tif"}, options)
+    assert not (tmp_path / "c.tif").exists()
+
+
+def test_installed_cards():
+    ids = {card.id for card in models.installed_cards()}
+    assert {"ukis-csmask-6b-l2a", "ukis-csmask-4b-l2a", "farmvibes-shadow"} <= ids
+    assert {f"farmvibes-cloud-model{i}" for i in range(1, 6)} <= ids
+    assert models.default_card("cloud").id == models.default_card("shadow").id == "ukis-csmask-6b-l2a"
+    inference.OnnxModel(models.default_card("cloud"))  # the shipped model matches its card
+
+
+# -- the real model on the real scene ------------------------------------------------------------
+def test_real_model_agrees_with_sen2cor_on_the_real_scene(pc_double, tmp_path):
+    item = records.parse_item(fixture_item(pc_double))
+    area = box(-8.765, 53.075, -8.597, 53.177)  # nearly the whole 12 km fixture
+    grid = grids.output_grid(area)
+    result = stack.stack_acquisition([item], area, grid, tmp_path / "s2.tif", tmp_path / "m.tif",
+                                     stack.StackOptions(cache_dir=tmp_path / "cache"))
+    card = models.default_card("cloud")
+    out = inference.compute_probabilities(result.raster, {"cloud": card, "shadow": card},
+                                          {"cloud": tmp_path / "cloud.tif", "shadow": tmp_path / "shadow.tif"})
+    with rasterio.open(out["cloud"]) as c, rasterio.open(out["shadow"]) as s, rasterio.open(result.raster) as r:
+        cloud, shadow, transform = c.read(1), s.read(1), r.transform
+    with rasterio.open(local_path(pc_double, item.bands["SCL"].href)) as src:
+        scl_full, scl_transform = src.read(1), src.transform
+    rows, cols = np.mgrid[0:cloud.shape[0], 0:cloud.shape[1]]
+    xs, ys = transform * (cols + 0.5, rows + 0.5)
+    scl_cols, scl_rows = ~scl_transform * (xs, ys)
+    scl = scl_full[np.clip(scl_rows.astype(int), 0, 599), np.clip(scl_cols.astype(int), 0, 599)]
+    sure_cloud, vegetation, sen2cor_shadow = np.isin(scl, (8, 9)), scl == 4, scl == 3
+    agreement = ((cloud[sure_cloud] > 0.5).sum() + (cloud[vegetation] <= 0.5).sum()) / (sure_cloud.sum() + vegetation.sum())
+    print(f"cloud: mean P {cloud[sure_cloud].mean():.3f} on Sen2Cor cloud (SCL 8/9, {sure_cloud.mean():.1%} of pixels), "
+          f"{cloud[vegetation].mean():.3f} on vegetation (SCL 4, {vegetation.mean():.1%}); agreement at 0.5: {agreement:.3f}; "
+          f"shadow: mean P {shadow[sen2cor_shadow].mean():.3f} on SCL 3, {shadow[vegetation].mean():.3f} on SCL 4")
+    assert sure_cloud.sum() > 1000 and vegetation.sum() > 1000
+    assert agreement > 0.85  # chance is about 0.5
+    assert cloud[sure_cloud].mean() > 0.7 and cloud[vegetation].mean() < 0.2
+    assert shadow[sen2cor_shadow].mean() > shadow[vegetation].mean() + 0.3
