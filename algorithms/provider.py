@@ -6,6 +6,8 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .base import ICON_PATH
+from .compute_cloud_prob import ComputeCloudProb
+from .compute_shadow_prob import ComputeShadowProb
 from .download_stack_sentinel2 import DownloadStackSentinel2
 from .list_sentinel2_products import ListSentinel2Products
 from .merge_sentinel2_orbits import MergeSentinel2Orbits
@@ -13,7 +15,7 @@ from .preprocess_s2 import PreprocessS2
 from .select_necessary_coverage_items import SelectNecessaryCoverageItems
 
 ALGORITHMS = (ListSentinel2Products, SelectNecessaryCoverageItems, DownloadStackSentinel2, MergeSentinel2Orbits,
-              PreprocessS2)
+              ComputeCloudProb, ComputeShadowProb, PreprocessS2)
 
 
 def plugin_version():

@@ -47,3 +47,24 @@ def _save(layer, raster_path):
     message, ok = layer.saveNamedStyle(base + ".qml")
     del layer
     return ok
+
+
+def write_probability_style(raster_path):
+    """A 0-1 colour ramp (clear blue-white to cloudy red), fixed so maps compare."""
+    from qgis.core import QgsColorRampShader, QgsRasterShader, QgsSingleBandPseudoColorRenderer
+
+    layer = QgsRasterLayer(str(raster_path), "probability")
+    ramp = QgsColorRampShader(0.0, 1.0)
+    ramp.setColorRampType(QgsColorRampShader.Interpolated)
+    ramp.setColorRampItemList([
+        QgsColorRampShader.ColorRampItem(0.0, QColor(43, 131, 186), "0 (clear)"),
+        QgsColorRampShader.ColorRampItem(0.5, QColor(255, 255, 191), "0.5"),
+        QgsColorRampShader.ColorRampItem(1.0, QColor(215, 25, 28), "1"),
+    ])
+    shader = QgsRasterShader(0.0, 1.0)
+    shader.setRasterShaderFunction(ramp)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
+    renderer.setClassificationMin(0.0)
+    renderer.setClassificationMax(1.0)
+    layer.setRenderer(renderer)
+    _save(layer, raster_path)

@@ -9,7 +9,8 @@ from qgis.core import QgsApplication, QgsProcessingException
 import s2masks
 
 ALGORITHM_IDS = {"s2masks:listsentinel2products", "s2masks:selectnecessarycoverageitems",
-                 "s2masks:downloadstacksentinel2", "s2masks:mergesentinel2orbits", "s2masks:preprocesss2"}
+                 "s2masks:downloadstacksentinel2", "s2masks:mergesentinel2orbits", "s2masks:preprocesss2",
+                 "s2masks:computecloudprob", "s2masks:computeshadowprob"}
 
 
 def test_class_factory_accepts_no_iface(qgis_processing):

@@ -1,0 +1,129 @@
+"""What Compute cloud probability and Compute shadow probability share: the model choice
+(the installed model cards, or a custom ONNX file with its card) and the run."""
+
+from dataclasses import replace
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessingException,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+
+from . import styles
+from .base import S2MasksAlgorithm
+from .compat import DOUBLE, INTEGER
+
+CUSTOM = "Custom ONNX file + model card"
+
+
+def model_choices(algorithm, target):
+    """Installed cards for `target` (default first), then the custom choice."""
+    try:
+        return [card for card in algorithm.core("models").cards_for(target)]
+    except QgsProcessingException:
+        return []  # a missing package: the run will say which
+
+
+def add_model_parameters(algorithm, target, prefix=""):
+    cards = model_choices(algorithm, target)
+    algorithm.add(
+        QgsProcessingParameterEnum(f"{prefix}MODEL", algorithm.tr(f"{target.capitalize()} model"),
+                                   options=[card.name for card in cards] + [CUSTOM], defaultValue=0),
+        f"The ONNX model for {target} probability, from the model cards in the plugin's models/ folder "
+        "(weights shipped by ukis-csmask, or files you add, such as FarmVibes' models), or a custom one.",
+    )
+    algorithm.add(
+        QgsProcessingParameterFile(f"{prefix}CUSTOM_CARD", algorithm.tr(f"Custom {target} model card (JSON)"),
+                                   extension="json", optional=True),
+        "With the custom choice: the card describing the model (bands, scaling, resolution, chip size, output).",
+        advanced=True,
+    )
+    algorithm.add(
+        QgsProcessingParameterFile(f"{prefix}CUSTOM_ONNX", algorithm.tr(f"Custom {target} ONNX file"),
+                                   extension="onnx", optional=True),
+        "With the custom choice: the ONNX file, if the card does not say where it is.",
+        advanced=True,
+    )
+    return cards
+
+
+def add_inference_parameters(algorithm):
+    algorithm.add(QgsProcessingParameterBoolean("IN_MEMORY", algorithm.tr("Load the whole raster in memory (in_memory)"),
+                                                defaultValue=False),
+                  "Read the raster once instead of chip by chip: faster for fast models, needs memory for the "
+                  "whole raster at the model's resolution.")
+    algorithm.add(QgsProcessingParameterNumber("BATCH_SIZE", algorithm.tr("Chips per batch"), INTEGER,
+                                               defaultValue=8, minValue=1),
+                  "Chips sent to the model at once.", advanced=True)
+    algorithm.add(QgsProcessingParameterNumber("OVERLAP", algorithm.tr("Chip overlap (fraction)"), DOUBLE,
+                                               optional=True, minValue=0.0, maxValue=0.5),
+                  "Overlap between neighbouring chips, 0 to 0.5; empty: the model card's.", advanced=True, decimals=2)
+    algorithm.add(QgsProcessingParameterNumber("THREADS", algorithm.tr("Threads (0 = all cores)"), INTEGER,
+                                               defaultValue=0, minValue=0),
+                  "Threads onnxruntime uses.", advanced=True)
+
+
+def chosen_card(algorithm, parameters, context, target, cards, prefix=""):
+    models = algorithm.core("models")
+    index = algorithm.parameterAsEnum(parameters, f"{prefix}MODEL", context)
+    if index < len(cards):
+        return cards[index]
+    card_path = algorithm.parameterAsFile(parameters, f"{prefix}CUSTOM_CARD", context)
+    if not card_path:
+        raise QgsProcessingException(f"The custom {target} model needs its model card (CUSTOM_CARD): a JSON "
+                                     "like those in the plugin's models/ folder.")
+    card = algorithm.run_core(models.load_card, card_path)
+    onnx_path = algorithm.parameterAsFile(parameters, f"{prefix}CUSTOM_ONNX", context)
+    if onnx_path:
+        card = replace(card, weights={"path": onnx_path})
+    return card
+
+
+def inference_options(algorithm, parameters, context):
+    inference = algorithm.core("inference")
+    overlap = None
+    if parameters.get("OVERLAP") not in (None, ""):
+        overlap = algorithm.parameterAsDouble(parameters, "OVERLAP", context)
+    return inference.InferenceOptions(
+        in_memory=algorithm.parameterAsBool(parameters, "IN_MEMORY", context),
+        batch_size=algorithm.parameterAsInt(parameters, "BATCH_SIZE", context),
+        overlap=overlap,
+        threads=algorithm.parameterAsInt(parameters, "THREADS", context),
+    )
+
+
+class ComputeProbability(S2MasksAlgorithm):
+    """One probability raster (cloud or shadow) from a stacked raster."""
+
+    TARGET = ""
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.add(QgsProcessingParameterRasterLayer("INPUT", self.tr("Stacked Sentinel-2 raster")),
+                 "A 12-band stack from 'Download and stack Sentinel-2' (bands B01..B12 in that order).")
+        self.cards = add_model_parameters(self, self.TARGET)
+        add_inference_parameters(self)
+        self.add(QgsProcessingParameterRasterDestination("OUTPUT", self.tr(f"{self.TARGET.capitalize()} probability")),
+                 "Float32 raster in [0, 1] on the input's grid (1 where the input has no data).")
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        inference = self.core("inference")
+        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        if layer is None:
+            raise QgsProcessingException("Could not open the input raster.")
+        card = chosen_card(self, parameters, context, self.TARGET, self.cards)
+        output = Path(self.parameterAsOutputLayer(parameters, "OUTPUT", context))
+        if output.suffix.lower() not in (".tif", ".tiff"):
+            raise QgsProcessingException("Write the probability raster as GeoTIFF (.tif).")
+        feedback.pushInfo(f"Model: {card.name} ({card.licence})")
+        self.run_core(inference.compute_probabilities, layer.source(), {self.TARGET: card}, {self.TARGET: output},
+                      inference_options(self, parameters, context),
+                      progress=lambda fraction, message: (feedback.setProgress(100 * fraction),
+                                                          feedback.setProgressText(message)),
+                      should_cancel=feedback.isCanceled, log=feedback.pushInfo, warn=feedback.pushWarning)
+        styles.write_probability_style(output)
+        return {"OUTPUT": str(output)}

@@ -1,0 +1,89 @@
+"""Compute cloud / shadow probability, run as a user runs them."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import rasterio
+from onnx_helpers import band_logit_model
+from qgis.core import QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
+from shapely.geometry import box
+from stack_helpers import fixture_item
+
+from s2masks.core import grid as grids
+from s2masks.core import records, stack
+
+
+@pytest.fixture
+def stacked(pc_double, tmp_path):
+    item = records.parse_item(fixture_item(pc_double))
+    area = box(-8.74, 53.09, -8.62, 53.16)
+    result = stack.stack_acquisition([item], area, grids.output_grid(area), tmp_path / "s2.tif", tmp_path / "m.tif",
+                                     stack.StackOptions(cache_dir=tmp_path / "cache"))
+    return result
+
+
+def run(algorithm, parameters, feedback=None):
+    import processing
+
+    return processing.run(f"s2masks:{algorithm}", parameters, context=QgsProcessingContext(),
+                          feedback=feedback or QgsProcessingFeedback())
+
+
+@pytest.mark.parametrize("algorithm", ["computecloudprob", "computeshadowprob"])
+def test_default_model_writes_a_styled_probability(s2masks_provider, stacked, tmp_path, algorithm):
+    result = run(algorithm, {"INPUT": str(stacked.raster), "OUTPUT": str(tmp_path / f"{algorithm}.tif")})
+    with rasterio.open(result["OUTPUT"]) as src, rasterio.open(stacked.raster) as stack_src:
+        values = src.read(1)
+        assert src.transform == stack_src.transform and src.shape == stack_src.shape
+    assert values.dtype == np.float32 and 0 <= values.min() and values.max() <= 1
+    assert (tmp_path / f"{algorithm}.qml").exists()
+
+
+def test_custom_onnx_with_its_card(s2masks_provider, stacked, tmp_path):
+    model = band_logit_model(tmp_path / "tiny.onnx", in_channels=1)
+    card = tmp_path / "tiny.json"
+    card.write_text(json.dumps({"id": "tiny", "weights": {"file": "elsewhere.onnx"}, "bands": ["B02"],
+                                "scaling": {"reflectance": False, "factor": 0.001}, "chip_size": 64,
+                                "output": {"type": "softmax", "cloud_class": 1}, "provides": ["cloud"]}))
+    custom = len(s2masks_provider.algorithm("computecloudprob").parameterDefinition("MODEL").options()) - 1
+    result = run("computecloudprob", {"INPUT": str(stacked.raster), "MODEL": custom, "CUSTOM_CARD": str(card),
+                                      "CUSTOM_ONNX": str(model), "OUTPUT": str(tmp_path / "p.tif")})
+    with rasterio.open(result["OUTPUT"]) as src, rasterio.open(stacked.raster) as stack_src:
+        expected = 1 / (1 + np.exp(-stack_src.read(2).astype(float) * 0.001))
+        np.testing.assert_allclose(src.read(1), expected, atol=1e-5)
+
+
+def test_custom_choice_without_a_card(s2masks_provider, stacked, tmp_path):
+    custom = len(s2masks_provider.algorithm("computecloudprob").parameterDefinition("MODEL").options()) - 1
+    with pytest.raises(QgsProcessingException, match="needs its model card"):
+        run("computecloudprob", {"INPUT": str(stacked.raster), "MODEL": custom, "OUTPUT": str(tmp_path / "p.tif")})
+    assert not (tmp_path / "p.tif").exists()
+
+
+def test_farmvibes_model_without_its_file(s2masks_provider, stacked, tmp_path):
+    names = s2masks_provider.algorithm("computecloudprob").parameterDefinition("MODEL").options()
+    index = next(i for i, name in enumerate(names) if "cloud_model2_cpu" in name)
+    with pytest.raises(QgsProcessingException, match="cloud_model2_cpu.onnx does not exist"):
+        run("computecloudprob", {"INPUT": str(stacked.raster), "MODEL": index, "OUTPUT": str(tmp_path / "p.tif")})
+
+
+def test_cancel_writes_nothing(s2masks_provider, stacked, tmp_path):
+    feedback = QgsProcessingFeedback()
+    feedback.cancel()
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        run("computecloudprob", {"INPUT": str(stacked.raster), "OUTPUT": str(tmp_path / "p.tif")}, feedback)
+    assert not (tmp_path / "p.tif").exists()
+
+
+@pytest.mark.qgis_process
+def test_qgis_process_run(qgis_process_env, stacked, tmp_path):
+    subprocess.run(["/usr/bin/qgis_process.bin", "plugins", "enable", "s2masks"], env=qgis_process_env,
+                   capture_output=True, check=True, timeout=120)
+    target = tmp_path / "cloud.tif"
+    result = subprocess.run(["/usr/bin/qgis_process.bin", "run", "s2masks:computecloudprob", "--",
+                             f"INPUT={stacked.raster}", f"OUTPUT={target}"], env=qgis_process_env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert target.exists() and str(target) in result.stdout
