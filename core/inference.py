@@ -12,12 +12,15 @@
   pixel skip the model.
 - `in_memory=False` streams chip rows from disk with a rolling accumulator (bounded memory);
   `in_memory=True` reads the raster once. Cloud and shadow from one multi-class model take one pass.
-- Outputs are float32 COGs in [0, 1], published by rename; Cancel between batches leaves nothing.
+- Outputs are float32 tiled, compressed GeoTIFFs in [0, 1], published by rename; Cancel between
+  batches leaves nothing. A loaded model is kept for the next run in the same session.
 """
 
 import math
+import os
 import shutil
 import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +34,10 @@ from rasterio.windows import Window
 from . import cogread
 from .errors import Cancelled, InputError
 from .records import S2_BANDS
-from .stack import check_writable, publish_cog
+from .stack import check_writable
 
 PROBABILITY_AT_NODATA = 1.0
+_STACK_BANDS = list(range(1, len(S2_BANDS) + 1))
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,21 @@ class OnnxModel:
         return {target: 1.0 / (1.0 + np.exp(-channel)) for target in self.card.provides}
 
 
+_LOADED = {}  # (weights file, its mtime, threads) -> OnnxModel: a QGIS session loads each model once
+
+
+def load_model(card, threads=0):
+    """The checked model, reused while its file is unchanged (loading takes about a second)."""
+    path = card.weights_path()
+    key = (str(path), path.stat().st_mtime_ns, int(threads), str(card.card_path), card.id, card.bands,
+           card.chip_size, repr(card.output))
+    if key not in _LOADED:
+        if len(_LOADED) >= 4:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = OnnxModel(card, threads)
+    return _LOADED[key]
+
+
 def check_raster(src, card):
     """The raster must be a stack in the band order of 'Download and stack Sentinel-2'."""
     descriptions = tuple(d or "" for d in src.descriptions)
@@ -160,15 +179,15 @@ def compute_probabilities(raster_path, cards, outputs, options=InferenceOptions(
         with rasterio.open(raster_path) as src:
             for number, (card, targets) in enumerate(runs.values()):
                 band_indexes = check_raster(src, card)
-                model = OnnxModel(card, options.threads)
+                model = load_model(card, options.threads)
                 log(f"Model {card.id} for {' and '.join(targets)}")
                 low_res, valid_chips = _predict(src, model, band_indexes, targets, options, work,
                                                 _sub_progress(progress, number, len(runs)), should_cancel)
                 if not valid_chips:
                     warn("The raster has no valid pixel (all nodata): every probability is 1, as in FarmVibes.")
+                _to_raster_grid(src, low_res, {t: work / f"{t}.tif" for t in targets}, should_cancel)
                 for target in targets:
-                    _to_raster_grid(src, low_res[target], work / f"{target}.tif", should_cancel)
-                    publish_cog(work / f"{target}.tif", outputs[target], "average")
+                    os.replace(work / f"{target}.tif", outputs[target])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return outputs
@@ -294,21 +313,31 @@ class _Strip:
         self.top += count
 
 
-def _to_raster_grid(src, native_path, target_path, should_cancel, block=1024):
-    """Bilinear back to the raster's grid, probability 1 where any band is nodata."""
+def _to_raster_grid(src, native_paths, target_paths, should_cancel, block=1024):
+    """Bilinear back to the raster's grid; probability 1 where any band is nodata (as FarmVibes).
+
+    Written as tiled, compressed GeoTIFF (ZSTD, float predictor) in the work folder, renamed
+    into place by the caller.
+    """
     profile = dict(driver="GTiff", width=src.width, height=src.height, count=1, dtype="float32", crs=src.crs,
-                   transform=src.transform, tiled=True, blockxsize=512, blockysize=512, compress="DEFLATE",
-                   predictor=3)
-    with rasterio.Env(GDAL_CACHEMAX=cogread.BLOCK_CACHE_BYTES), rasterio.open(native_path) as native, \
-            WarpedVRT(native, crs=src.crs, transform=src.transform, width=src.width, height=src.height,
-                      resampling=Resampling.bilinear) as vrt, rasterio.open(target_path, "w", **profile) as out:
+                   transform=src.transform, tiled=True, blockxsize=512, blockysize=512, compress="ZSTD",
+                   zstd_level=1, predictor=3, BIGTIFF="IF_SAFER")
+    with ExitStack() as stack:
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=cogread.BLOCK_CACHE_BYTES))
+        vrts, outs = {}, {}
+        for target, native_path in native_paths.items():
+            native = stack.enter_context(rasterio.open(native_path))
+            vrts[target] = stack.enter_context(WarpedVRT(native, crs=src.crs, transform=src.transform, width=src.width,
+                                                         height=src.height, resampling=Resampling.bilinear))
+            outs[target] = stack.enter_context(rasterio.open(target_paths[target], "w", **profile))
+            outs[target].set_band_description(1, f"{target}_probability")
         for row in range(0, src.height, block):
             for col in range(0, src.width, block):
                 if should_cancel():
                     raise Cancelled("Probability computation cancelled.")
                 window = Window(col, row, min(block, src.width - col), min(block, src.height - row))
-                values = vrt.read(1, window=window)
-                nodata = (src.read(list(range(1, len(S2_BANDS) + 1)), window=window) == 0).any(axis=0)
-                values[nodata] = PROBABILITY_AT_NODATA
-                out.write(np.clip(values, 0, 1)[None], window=window)
-        out.set_band_description(1, Path(target_path).stem + "_probability")
+                nodata = (src.read(_STACK_BANDS, window=window) == 0).any(axis=0)
+                for target, vrt in vrts.items():
+                    values = vrt.read(1, window=window)
+                    values[nodata] = PROBABILITY_AT_NODATA
+                    outs[target].write(np.clip(values, 0, 1)[None], window=window)

@@ -5,8 +5,9 @@ COGs cut from a real L2A scene).
 1. Search and selection: list the products over an area near 81 N that straddles UTM zones
    46 and 47, and select the fewest tiles per acquisition.
 2. Preprocess (list -> select -> download and stack) an area in Ireland on the embedded real
-   scene of 2022-10-05, and render a PNG quicklook of the raster and its product mask with
-   the styles the plugin writes.
+   scene of 2022-10-05, compute cloud and shadow probabilities with the default model
+   (ukis-csmask), and render a PNG quicklook (true colour | product mask | cloud probability |
+   shadow probability) with the styles the plugin writes.
 """
 
 import os
@@ -102,14 +103,26 @@ def preprocess_scene(processing, double):
     return result["RASTERS"], result["MASKS"]
 
 
-def render_quicklook(raster, mask, size=600):
-    """True colour and product mask side by side, rendered by QGIS with the written .qml styles."""
+def probabilities(processing, raster):
+    import rasterio
+
+    stem = str(Path(raster).with_suffix(""))
+    cloud = processing.run("s2masks:computecloudprob", {"INPUT": raster, "OUTPUT": stem + "_cloud.tif"})["OUTPUT"]
+    shadow = processing.run("s2masks:computeshadowprob", {"INPUT": raster, "OUTPUT": stem + "_shadow.tif"})["OUTPUT"]
+    with rasterio.open(cloud) as c, rasterio.open(shadow) as s:
+        print(f"  cloud probability > 0.3: {(c.read(1) > 0.3).mean():.1%} of pixels; "
+              f"shadow probability > 0.2: {(s.read(1) > 0.2).mean():.1%}")
+    return cloud, shadow
+
+
+def render_quicklook(paths, size=400):
+    """The rasters side by side, rendered by QGIS with the .qml styles the plugin wrote."""
     from qgis.core import QgsMapRendererSequentialJob, QgsMapSettings, QgsRasterLayer
     from qgis.PyQt.QtCore import QSize
     from qgis.PyQt.QtGui import QColor, QImage, QPainter
 
     images = []
-    for path in (raster, mask):
+    for path in paths:
         layer = QgsRasterLayer(path, Path(path).stem)
         settings = QgsMapSettings()
         settings.setLayers([layer])
@@ -122,13 +135,13 @@ def render_quicklook(raster, mask, size=600):
         job.waitForFinished()
         images.append(job.renderedImage())
         del layer
-    montage = QImage(2 * size + 10, size, QImage.Format_RGB32)
+    montage = QImage(len(images) * (size + 10) - 10, size, QImage.Format_RGB32)
     montage.fill(QColor(255, 255, 255))
     painter = QPainter(montage)
-    painter.drawImage(0, 0, images[0])
-    painter.drawImage(size + 10, 0, images[1])
+    for index, image in enumerate(images):
+        painter.drawImage(index * (size + 10), 0, image)
     painter.end()
-    target = str(Path(raster).with_suffix("")) + "_quicklook.png"
+    target = str(Path(paths[0]).with_suffix("")) + "_quicklook.png"
     montage.save(target)
     return target
 
@@ -150,7 +163,9 @@ def main():
         search_and_select(processing, double, footprints_path, selected_path)
         rasters, masks = preprocess_scene(processing, double)
     for raster, mask in zip(rasters, masks):
-        print(f"Quicklook (true colour | product mask): {render_quicklook(raster, mask)}")
+        cloud, shadow = probabilities(processing, raster)
+        print(f"Quicklook (true colour | product mask | cloud | shadow): "
+              f"{render_quicklook([raster, mask, cloud, shadow])}")
     print("\nSame against the live Planetary Computer (needs internet), for your own area and dates\n"
           "(on Debian's QGIS 3.22 call /usr/bin/qgis_process.bin):\n"
           "  qgis_process run s2masks:preprocesss2 -- EXTENT='5.0,5.2,52.0,52.1 [EPSG:4326]' "

@@ -1,0 +1,170 @@
+"""Cloud + shadow probability measurements (issue: cloud and shadow probability). Prints
+ratios measured in one run; asserts nothing.
+
+1. Throughput of cloud + shadow probability (one pass of the default ukis-csmask 6-band model)
+   on a 2048 x 2048 12-band raster, divided by the raw onnxruntime forward time of the same model
+   on the same pixels tiled without overlap (target >= 0.8). Reported at the card's overlap and
+   at overlap 0 (the engine's own overhead).
+2. The same against ukis_csmask.CSmask on the same pixels (target >= 3x faster): CSmask on the
+   10 m raster as given, and on the 30 m image we feed the model.
+3. Peak memory (max RSS) for a full 10980 x 10980 tile with in_memory off (target <= 2 GB), in a
+   child process, on the stack bench/bench_stack.py writes (run it first).
+
+    .venv/bin/python bench/bench_inference.py [--skip-full-tile]
+"""
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.transform import Affine
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO / ".build" / "plugins"), str(REPO / "tests")]
+FULL_TILE_STACK = Path("/tmp/s2masks-bench/full/s2.tif")
+SIZE = 2048
+
+
+def make_raster(folder):
+    """2048 x 2048 x 12 bands from the real fixture pixels (mirrored), as a stacked raster."""
+    from pc_server import PlanetaryComputerDouble
+    from shapely.geometry import box
+
+    from s2masks.core import grid as grids
+    from s2masks.core import records, stack
+    from stack_helpers import fixture_item
+
+    with PlanetaryComputerDouble() as double:
+        item = records.parse_item(fixture_item(double))
+        area = box(-8.765, 53.075, -8.597, 53.177)
+        small = stack.stack_acquisition([item], area, grids.output_grid(area), folder / "s.tif", folder / "m.tif",
+                                        stack.StackOptions(cache_dir=folder / "cache"))
+    with rasterio.open(small.raster) as src:
+        data, profile = src.read(), src.profile
+    mirrored = np.concatenate([np.concatenate([data, data[:, :, ::-1]], axis=2),
+                               np.concatenate([data[:, ::-1, :], data[:, ::-1, ::-1]], axis=2)], axis=1)
+    big = np.tile(mirrored, (1, 2, 2))[:, :SIZE, :SIZE]
+    profile.update(driver="GTiff", width=SIZE, height=SIZE, transform=Affine(10, 0, 500000, 0, -10, 5900000),
+                   blockxsize=512, blockysize=512, tiled=True)
+    path = folder / "raster_2048.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(big)
+        for i, name in enumerate(records.S2_BANDS, start=1):
+            dst.set_band_description(i, name)
+        dst.scales = [1e-4] * 12
+    return path
+
+
+def native_image(path, card):
+    """The 6 bands at 30 m as reflectance: what the model sees."""
+    from s2masks.core.inference import check_raster
+
+    with rasterio.open(path) as src:
+        bands = check_raster(src, card)
+        size = SIZE // 3
+        data = src.read(bands, out_shape=(len(bands), size, size), resampling=Resampling.average)
+    return data.astype(np.float32) * 1e-4
+
+
+def raw_forward_seconds(card, image):
+    """onnxruntime alone on the same pixels, tiled without overlap, same batch size."""
+    from s2masks.core.inference import OnnxModel
+
+    model = OnnxModel(card)
+    chip = card.chip_size
+    rows = -(-image.shape[1] // chip)
+    padded = np.zeros((image.shape[0], rows * chip, rows * chip), dtype=np.float32)
+    padded[:, :image.shape[1], :image.shape[2]] = image
+    chips = np.stack([padded[:, r * chip:(r + 1) * chip, c * chip:(c + 1) * chip]
+                      for r in range(rows) for c in range(rows)])
+    chips = card.scale(chips)
+    start = time.perf_counter()
+    for b in range(0, len(chips), 8):
+        model.session.run(None, {model.input.name: chips[b:b + 8]})
+    return time.perf_counter() - start, len(chips)
+
+
+def pipeline_seconds(path, card, folder, overlap=None):
+    from s2masks.core import inference
+
+    start = time.perf_counter()
+    inference.compute_probabilities(path, {"cloud": card, "shadow": card},
+                                    {"cloud": folder / "c.tif", "shadow": folder / "s.tif"},
+                                    inference.InferenceOptions(overlap=overlap))
+    return time.perf_counter() - start
+
+
+def csmask_seconds(image_hwc):
+    from ukis_csmask.mask import CSmask
+
+    start = time.perf_counter()
+    CSmask(img=image_hwc, band_order=["blue", "green", "red", "nir", "swir16", "swir22"], product_level="l2a",
+           nodata_value=0)
+    return time.perf_counter() - start
+
+
+def full_tile_memory():
+    script = f"""
+import resource, sys, time
+sys.path[:0] = {[str(REPO / '.build' / 'plugins')]!r}
+from pathlib import Path
+from s2masks.core import inference, models
+card = models.default_card('cloud')
+out = Path('/tmp/s2masks-bench/prob'); out.mkdir(exist_ok=True)
+start = time.perf_counter()
+inference.compute_probabilities({str(FULL_TILE_STACK)!r}, {{'cloud': card, 'shadow': card}},
+                                {{'cloud': out / 'c.tif', 'shadow': out / 's.tif'}})
+print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+    seconds, rss = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                  check=True).stdout.split()
+    print(f"Full tile 10980 x 10980, cloud + shadow, in_memory off: {float(seconds):.0f} s, "
+          f"peak memory {int(rss) / 1024 / 1024:.2f} GB (target <= 2 GB)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-full-tile", action="store_true")
+    args = parser.parse_args()
+    from s2masks.core import models
+
+    card = models.default_card("cloud")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        path = make_raster(folder)
+        image = native_image(path, card)
+        raw, chips = raw_forward_seconds(card, image)
+        cold = pipeline_seconds(path, card, folder)  # includes loading and checking the model
+        ours = pipeline_seconds(path, card, folder)
+        ours_no_overlap = pipeline_seconds(path, card, folder, overlap=0.0)
+        print(f"{SIZE} x {SIZE} x 12 raster, model {card.id} at {card.native_resolution:g} m "
+              f"({image.shape[1]} x {image.shape[2]} px, {chips} chips without overlap)")
+        print(f"  raw onnxruntime forward: {raw:.2f} s")
+        print(f"  pipeline, first run (loads the model): {cold:.2f} s")
+        print(f"  pipeline, cloud + shadow, overlap {card.overlap}: {ours:.2f} s -> throughput ratio {raw / ours:.2f}")
+        print(f"  pipeline, cloud + shadow, overlap 0:   {ours_no_overlap:.2f} s -> throughput ratio "
+              f"{raw / ours_no_overlap:.2f} (target >= 0.8)")
+        with rasterio.open(path) as src:
+            full_res = np.moveaxis(src.read([2, 3, 4, 8, 11, 12]).astype(np.float32) * 1e-4, 0, -1)
+        on_10m = csmask_seconds(full_res)
+        on_30m = csmask_seconds(np.ascontiguousarray(np.moveaxis(image, 0, -1)))
+        print(f"  ukis_csmask.CSmask on the 10 m raster: {on_10m:.2f} s -> ours is {on_10m / ours:.1f}x faster")
+        print(f"  ukis_csmask.CSmask on the 30 m image:  {on_30m:.2f} s -> ours is {on_30m / ours:.1f}x faster "
+              "(target >= 3x)")
+    if not args.skip_full_tile:
+        if FULL_TILE_STACK.exists():
+            full_tile_memory()
+        else:
+            print(f"(no {FULL_TILE_STACK}: run bench/bench_stack.py first for the full-tile memory figure)")
+    print(f"(this process: max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()
