@@ -16,6 +16,7 @@ FarmVibes' download_stack_sentinel2 + merge_sentinel2_orbits, improved:
 import os
 import shutil
 import tempfile
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import rasterio
 import rasterio.shutil
 import shapely
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine
 from rasterio.warp import reproject
 
@@ -216,9 +218,11 @@ class _BandReader:
         raw = self._raw_window(item, name, window)
         destination = np.zeros((block_grid.height, block_grid.width), dtype=dtype)
         window_transform = Affine(*asset.transform) * Affine.translation(window.col_off, window.row_off)
-        reproject(raw, destination, src_transform=window_transform, src_crs=item_crs, src_nodata=0,
-                  dst_transform=block_grid.transform, dst_crs=block_grid.crs, dst_nodata=0,
-                  resampling=RESAMPLING[method])
+        with warnings.catch_warnings():  # rasterio 1.3 warns on plain arrays despite the transforms given
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            reproject(raw, destination, src_transform=window_transform, src_crs=item_crs, src_nodata=0,
+                      dst_transform=block_grid.transform, dst_crs=block_grid.crs, dst_nodata=0,
+                      resampling=RESAMPLING[method])
         return destination
 
     def _raw_window(self, item, name, window):

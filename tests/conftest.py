@@ -81,3 +81,14 @@ def qgis_process_env(tmp_path_factory):
         PYTHONPATH=os.pathsep.join(site.getsitepackages() + [env.get("PYTHONPATH", "")]).strip(os.pathsep),
     )
     return env
+
+
+@pytest.fixture(scope="session")
+def enabled_qgis_process_env(qgis_process_env):
+    """The throwaway profile with the plugin enabled (once: enabling twice is an error)."""
+    import subprocess
+
+    result = subprocess.run(["/usr/bin/qgis_process.bin", "plugins", "enable", "s2masks"], env=qgis_process_env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return qgis_process_env

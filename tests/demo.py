@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-warnings.filterwarnings("ignore", message="Support for class-based `config`")  # planetary-computer 1.0
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN_PATH = REPO / ".build" / "plugins"
 OUTPUT_DIR = REPO / "demo-output"
@@ -149,6 +148,8 @@ def render_quicklook(paths, size=400):
 def main():
     link_plugin()
     app = start_qgis()
+    # planetary-computer 1.0 uses pydantic's v1-style config (set after QGIS, which resets filters)
+    warnings.filterwarnings("ignore", message="Support for class-based `config`")
     import processing
     from pc_server import PlanetaryComputerDouble
 

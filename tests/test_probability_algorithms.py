@@ -78,12 +78,10 @@ def test_cancel_writes_nothing(s2masks_provider, stacked, tmp_path):
 
 
 @pytest.mark.qgis_process
-def test_qgis_process_run(qgis_process_env, stacked, tmp_path):
-    subprocess.run(["/usr/bin/qgis_process.bin", "plugins", "enable", "s2masks"], env=qgis_process_env,
-                   capture_output=True, check=True, timeout=120)
+def test_qgis_process_run(enabled_qgis_process_env, stacked, tmp_path):
     target = tmp_path / "cloud.tif"
     result = subprocess.run(["/usr/bin/qgis_process.bin", "run", "s2masks:computecloudprob", "--",
-                             f"INPUT={stacked.raster}", f"OUTPUT={target}"], env=qgis_process_env,
+                             f"INPUT={stacked.raster}", f"OUTPUT={target}"], env=enabled_qgis_process_env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert target.exists() and str(target) in result.stdout

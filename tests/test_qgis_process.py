@@ -17,10 +17,9 @@ def qgis_process(env, *args, check=True):
     return result
 
 
-@pytest.fixture(scope="module")
-def enabled_env(qgis_process_env):
-    qgis_process(qgis_process_env, "plugins", "enable", "s2masks")
-    return qgis_process_env
+@pytest.fixture
+def enabled_env(enabled_qgis_process_env):
+    return enabled_qgis_process_env
 
 
 def test_list_shows_the_provider_and_algorithms(enabled_env):
