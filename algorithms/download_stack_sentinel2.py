@@ -6,7 +6,6 @@ from pathlib import Path
 from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
-    QgsProcessingOutputFolder,
     QgsProcessingOutputMultipleLayers,
     QgsProcessingOutputNumber,
     QgsProcessingParameterFeatureSource,

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import rasterio
-import shapely
 from shapely.geometry import box
 from stack_helpers import fixture_item, local_path, split_two_zones
 
