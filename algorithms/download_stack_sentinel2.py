@@ -70,7 +70,7 @@ class DownloadStackSentinel2(S2MasksAlgorithm):
         groups = stack.acquisition_groups(items)
         target_grid = self.run_core(grid.output_grid, area, output_crs(self, parameters, context))
         rasters, masks = [], []
-        for number, (key, group) in enumerate(groups):
+        for number, (_, group) in enumerate(groups):
             if feedback.isCanceled():
                 raise QgsProcessingException(self.tr("Cancelled; nothing more was written."))
             name = stack.acquisition_name(group)
