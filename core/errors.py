@@ -33,6 +33,7 @@ _INSTALL_HINTS = {
     "requests": ("requests", "python3-requests"),
     "onnxruntime": ("onnxruntime", None),
     "ukis_csmask": ("ukis-csmask", None),
+    "scipy": ("scipy", "python3-scipy"),
 }
 
 
