@@ -95,6 +95,14 @@ class S2MasksAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(err)) from err
 
 
+def child_parameters(parameters, keys, **extra):
+    """The parameters a composite hands to a child algorithm under the same names (empty ones
+    left out, so the child's defaults apply), plus `extra`."""
+    picked = {key: parameters[key] for key in keys if parameters.get(key) not in (None, "")}
+    picked.update(extra)
+    return picked
+
+
 def check_shapely_geos():
     """Refuses a shapely whose GEOS differs from QGIS's.
 

@@ -12,6 +12,7 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
+    QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QMetaType, QVariant
 
@@ -25,6 +26,7 @@ if _NEW_ENUMS:
     FLAG_ADVANCED = Qgis.ProcessingParameterFlag.Advanced
     FOLDER_BEHAVIOUR = Qgis.ProcessingFileParameterBehavior.Folder
     RASTER_LAYERS = Qgis.ProcessingSourceType.Raster
+    TABLE = Qgis.ProcessingSourceType.Vector
 else:
     POLYGON_SOURCE = QgsProcessing.TypeVectorPolygon
     DATE = QgsProcessingParameterDateTime.Date
@@ -33,6 +35,10 @@ else:
     FLAG_ADVANCED = QgsProcessingParameterDefinition.FlagAdvanced
     FOLDER_BEHAVIOUR = QgsProcessingParameterFile.Folder
     RASTER_LAYERS = QgsProcessing.TypeRaster
+    TABLE = QgsProcessing.TypeVector
+
+# Qgis.WkbType from QGIS 3.30 on
+NO_GEOMETRY = Qgis.WkbType.NoGeometry if hasattr(Qgis, "WkbType") else QgsWkbTypes.NoGeometry
 
 # QgsField takes QMetaType from QGIS 3.38 on; QVariant types before (and Qt 6 has no QVariant.Type).
 _QMETATYPE_FIELDS = Qgis.versionInt() >= 33800

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 from qgis.core import (
-    QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingOutputMultipleLayers,
     QgsProcessingOutputNumber,
@@ -14,6 +13,7 @@ from qgis.core import (
 )
 
 from . import footprints, styles
+from .layers import load_on_completion
 from .base import S2MasksAlgorithm
 from .compat import POLYGON_SOURCE
 from .inputs import add_area_parameters, add_download_parameters, area_geojson, download_options, output_crs
@@ -84,8 +84,8 @@ class DownloadStackSentinel2(S2MasksAlgorithm):
             feedback.pushInfo(f"Wrote {result.raster} and {result.mask} ({result.valid_fraction:.0%} valid pixels)")
             rasters.append(str(result.raster))
             masks.append(str(result.mask))
-            _load_on_completion(context, result.raster, name)
-            _load_on_completion(context, result.mask, f"{name} product mask")
+            load_on_completion(context, result.raster, name)
+            load_on_completion(context, result.mask, f"{name} product mask")
         return {"OUTPUT_FOLDER": str(folder), "RASTERS": rasters, "MASKS": masks, "COUNT": len(rasters)}
 
     def _items(self, parameters, context, feedback):
@@ -129,7 +129,3 @@ def _progress(feedback, index, count):
 
     return report
 
-
-def _load_on_completion(context, path, name):
-    details = QgsProcessingContext.LayerDetails(name, context.project(), name)
-    context.addLayerToLoadOnCompletion(str(path), details)

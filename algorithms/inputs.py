@@ -13,6 +13,7 @@ from qgis.core import (
     QgsFeatureRequest,
     QgsGeometry,
     QgsProcessingException,
+    QgsProcessingOutputLayerDefinition,
     QgsProcessingParameterCrs,
     QgsProcessingParameterDateTime,
     QgsProcessingParameterEnum,
@@ -136,12 +137,13 @@ RESAMPLING_METHODS = ("bilinear", "nearest", "cubic")
 PLANETARY_COMPUTER_STAC = "https://planetarycomputer.microsoft.com/api/stac/v1"
 
 
-def add_search_parameters(algorithm):
+def add_search_parameters(algorithm, cloud_cover_advanced=False):
     """Cloud-cover filter and STAC API URL (List, and the workflows that list)."""
     algorithm.add(
         QgsProcessingParameterNumber("MAX_CLOUD_COVER", algorithm.tr("Maximum scene cloud cover (%)"), DOUBLE,
                                      defaultValue=100.0, minValue=0.0, maxValue=100.0),
         "Skip products whose whole-tile eo:cloud_cover is above this percentage. 100 keeps all.",
+        advanced=cloud_cover_advanced,
         decimals=1,
     )
     algorithm.add(
@@ -151,12 +153,12 @@ def add_search_parameters(algorithm):
     )
 
 
-def add_pc_key_parameter(algorithm, help_text):
+def add_pc_key_parameter(algorithm, help_text, advanced=True):
     algorithm.add(
         QgsProcessingParameterString("PC_KEY", algorithm.tr("Planetary Computer subscription key (pc_key)"),
                                      optional=True),
         help_text,
-        advanced=True,
+        advanced=advanced,
     )
 
 
@@ -176,7 +178,7 @@ def add_coverage_parameters(algorithm):
     )
 
 
-def add_download_parameters(algorithm):
+def add_download_parameters(algorithm, pc_key_advanced=True):
     """Parameters shared by the download step and the workflows that include it."""
     algorithm.add(
         QgsProcessingParameterNumber("DL_TIMEOUT", algorithm.tr("Download timeout per request (dl_timeout, s)"),
@@ -184,7 +186,8 @@ def add_download_parameters(algorithm):
         "Seconds GDAL waits for each HTTP request of a band before retrying (3 retries), then fails.",
         decimals=0,
     )
-    add_pc_key_parameter(algorithm, "Optional key used to obtain the SAS tokens that sign the band URLs.")
+    add_pc_key_parameter(algorithm, "Optional key used to obtain the SAS tokens that sign the band URLs.",
+                         advanced=pc_key_advanced)
     algorithm.add(
         QgsProcessingParameterEnum("RESAMPLING", algorithm.tr("Resampling of 20 m and 60 m bands"),
                                    options=list(RESAMPLING_METHODS), defaultValue=0),
@@ -214,6 +217,19 @@ def download_options(algorithm, parameters, context, stack_module):
         dl_timeout=algorithm.parameterAsDouble(parameters, "DL_TIMEOUT", context),
         pc_key=algorithm.parameterAsString(parameters, "PC_KEY", context).strip() or None,
     )
+
+
+def prepare_output_folders(algorithm, parameters, context, sink_keys=()):
+    """Creates OUTPUT_FOLDER (checking it is writable) and the folders of file sinks, so that
+    `OUTPUT_FOLDER=s2 FOOTPRINTS=s2/used.gpkg` works on the command line before s2 exists."""
+    algorithm.run_core(algorithm.core("stack").check_writable,
+                       algorithm.parameterAsString(parameters, "OUTPUT_FOLDER", context))
+    for key in sink_keys:
+        value = parameters.get(key)
+        if isinstance(value, QgsProcessingOutputLayerDefinition):
+            value = value.sink.staticValue()
+        if isinstance(value, str) and value and value != "TEMPORARY_OUTPUT" and ":" not in value.split("/")[0]:
+            Path(value).parent.mkdir(parents=True, exist_ok=True)
 
 
 def output_crs(algorithm, parameters, context):

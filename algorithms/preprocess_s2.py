@@ -2,6 +2,7 @@
 
 from qgis.core import (
     QgsProcessing,
+    QgsProcessingException,
     QgsProcessingMultiStepFeedback,
     QgsProcessingOutputMultipleLayers,
     QgsProcessingOutputNumber,
@@ -9,7 +10,7 @@ from qgis.core import (
     QgsProcessingParameterFolderDestination,
 )
 
-from .base import S2MasksAlgorithm
+from .base import S2MasksAlgorithm, child_parameters
 from .compat import POLYGON_SOURCE
 from .inputs import (
     AREA_LAYER,
@@ -19,6 +20,7 @@ from .inputs import (
     add_date_parameters,
     add_download_parameters,
     add_search_parameters,
+    prepare_output_folders,
 )
 
 # Parameters handed unchanged to the child algorithms that share their names.
@@ -26,6 +28,8 @@ _LIST_KEYS = (EXTENT, AREA_LAYER, "START_DATE", "END_DATE", "MAX_CLOUD_COVER", "
 _SELECT_KEYS = (EXTENT, AREA_LAYER, "MIN_TILE_COVER", "MAX_TILES_PER_TIME")
 _DOWNLOAD_KEYS = (EXTENT, AREA_LAYER, "DL_TIMEOUT", "PC_KEY", "RESAMPLING", "OUTPUT_CRS", "CACHE_FOLDER",
                   "OUTPUT_FOLDER")
+# Everything a parent workflow hands to this one.
+PREPROCESS_KEYS = tuple(dict.fromkeys(_LIST_KEYS + _SELECT_KEYS + _DOWNLOAD_KEYS + ("FOOTPRINTS",)))
 
 
 class PreprocessS2(S2MasksAlgorithm):
@@ -58,16 +62,17 @@ class PreprocessS2(S2MasksAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         import processing
 
+        prepare_output_folders(self, parameters, context, ("FOOTPRINTS",))
         steps = QgsProcessingMultiStepFeedback(3, feedback)
         listed = processing.run("s2masks:listsentinel2products",
-                                dict(_pick(parameters, _LIST_KEYS), OUTPUT=QgsProcessing.TEMPORARY_OUTPUT),
+                                child_parameters(parameters, _LIST_KEYS, OUTPUT=QgsProcessing.TEMPORARY_OUTPUT),
                                 context=context, feedback=steps, is_child_algorithm=True)
         steps.setCurrentStep(1)
         if steps.isCanceled():
-            return {}
+            raise QgsProcessingException(self.tr("Cancelled; nothing was written."))
         selected = processing.run("s2masks:selectnecessarycoverageitems",
-                                  dict(_pick(parameters, _SELECT_KEYS), FOOTPRINTS=listed["OUTPUT"],
-                                       OUTPUT=parameters["FOOTPRINTS"]),
+                                  child_parameters(parameters, _SELECT_KEYS, FOOTPRINTS=listed["OUTPUT"],
+                                                   OUTPUT=parameters["FOOTPRINTS"]),
                                   context=context, feedback=steps, is_child_algorithm=True)
         steps.setCurrentStep(2)
         results = {"FOOTPRINTS": selected["OUTPUT"], "RASTERS": [], "MASKS": [], "COUNT": 0,
@@ -77,12 +82,9 @@ class PreprocessS2(S2MasksAlgorithm):
                                  "min_tile_cover or raise the maximum cloud cover.")
             return results
         stacked = processing.run("s2masks:downloadstacksentinel2",
-                                 dict(_pick(parameters, _DOWNLOAD_KEYS), FOOTPRINTS=selected["OUTPUT"]),
+                                 child_parameters(parameters, _DOWNLOAD_KEYS, FOOTPRINTS=selected["OUTPUT"]),
                                  context=context, feedback=steps, is_child_algorithm=True)
         results.update(RASTERS=stacked["RASTERS"], MASKS=stacked["MASKS"], COUNT=stacked["COUNT"],
                        OUTPUT_FOLDER=stacked["OUTPUT_FOLDER"])
         return results
 
-
-def _pick(parameters, keys):
-    return {key: parameters[key] for key in keys if parameters.get(key) not in (None, "")}

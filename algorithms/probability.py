@@ -111,19 +111,29 @@ class ComputeProbability(S2MasksAlgorithm):
                  "Float32 raster in [0, 1] on the input's grid (1 where the input has no data).")
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        inference = self.core("inference")
-        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
-        if layer is None:
-            raise QgsProcessingException("Could not open the input raster.")
         card = chosen_card(self, parameters, context, self.TARGET, self.cards)
-        output = Path(self.parameterAsOutputLayer(parameters, "OUTPUT", context))
-        if output.suffix.lower() not in (".tif", ".tiff"):
-            raise QgsProcessingException("Write the probability raster as GeoTIFF (.tif).")
-        feedback.pushInfo(f"Model: {card.name} ({card.licence})")
-        self.run_core(inference.compute_probabilities, layer.source(), {self.TARGET: card}, {self.TARGET: output},
-                      inference_options(self, parameters, context),
-                      progress=lambda fraction, message: (feedback.setProgress(100 * fraction),
-                                                          feedback.setProgressText(message)),
-                      should_cancel=feedback.isCanceled, log=feedback.pushInfo, warn=feedback.pushWarning)
-        styles.write_probability_style(output)
-        return {"OUTPUT": str(output)}
+        outputs = run_models(self, parameters, context, feedback, {self.TARGET: card}, {self.TARGET: "OUTPUT"})
+        return {"OUTPUT": outputs[self.TARGET]}
+
+
+def run_models(algorithm, parameters, context, feedback, cards, output_keys):
+    """Runs the cards over INPUT (one pass per distinct model); output_keys: {target: parameter}."""
+    inference = algorithm.core("inference")
+    layer = algorithm.parameterAsRasterLayer(parameters, "INPUT", context)
+    if layer is None:
+        raise QgsProcessingException("Could not open the input raster.")
+    outputs = {}
+    for target, key in output_keys.items():
+        outputs[target] = Path(algorithm.parameterAsOutputLayer(parameters, key, context))
+        if outputs[target].suffix.lower() not in (".tif", ".tiff"):
+            raise QgsProcessingException(f"Write the {target} probability raster as GeoTIFF (.tif).")
+    for target, card in cards.items():
+        feedback.pushInfo(f"{target.capitalize()} model: {card.name} ({card.licence})")
+    algorithm.run_core(inference.compute_probabilities, layer.source(), cards, outputs,
+                       inference_options(algorithm, parameters, context),
+                       progress=lambda fraction, message: (feedback.setProgress(100 * fraction),
+                                                           feedback.setProgressText(message)),
+                       should_cancel=feedback.isCanceled, log=feedback.pushInfo, warn=feedback.pushWarning)
+    for path in outputs.values():
+        styles.write_probability_style(path)
+    return {target: str(path) for target, path in outputs.items()}

@@ -7,15 +7,20 @@ from qgis.PyQt.QtGui import QIcon
 
 from .base import ICON_PATH
 from .compute_cloud_prob import ComputeCloudProb
+from .compute_cloud_shadow_prob import ComputeCloudShadowProb
 from .compute_shadow_prob import ComputeShadowProb
 from .download_stack_sentinel2 import DownloadStackSentinel2
+from .improve_cloud_mask import ImproveCloudMask
 from .list_sentinel2_products import ListSentinel2Products
+from .merge_cloud_masks_simple import MergeCloudMasksSimple
 from .merge_sentinel2_orbits import MergeSentinel2Orbits
 from .preprocess_s2 import PreprocessS2
+from .preprocess_s2_improved_masks import PreprocessS2ImprovedMasks
 from .select_necessary_coverage_items import SelectNecessaryCoverageItems
 
 ALGORITHMS = (ListSentinel2Products, SelectNecessaryCoverageItems, DownloadStackSentinel2, MergeSentinel2Orbits,
-              ComputeCloudProb, ComputeShadowProb, PreprocessS2)
+              ComputeCloudProb, ComputeShadowProb, ComputeCloudShadowProb, MergeCloudMasksSimple, PreprocessS2,
+              ImproveCloudMask, PreprocessS2ImprovedMasks)
 
 
 def plugin_version():

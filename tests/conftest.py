@@ -44,6 +44,20 @@ def pc_double_without_collection():
         yield double
 
 
+@pytest.fixture
+def stacked(pc_double, tmp_path):
+    """The real T29UNU fixture scene stacked over an 8 km area: a StackResult (raster, mask)."""
+    from shapely.geometry import box
+    from stack_helpers import fixture_item
+
+    from s2masks.core import grid, records, stack
+
+    item = records.parse_item(fixture_item(pc_double))
+    area = box(-8.74, 53.09, -8.62, 53.16)
+    return stack.stack_acquisition([item], area, grid.output_grid(area), tmp_path / "s2.tif", tmp_path / "m.tif",
+                                   stack.StackOptions(cache_dir=tmp_path / "cache"))
+
+
 @pytest.fixture(scope="session")
 def items_2024():
     """The four real items of one pass on 2024-04-19, in two UTM zones (46X, 47X)."""

@@ -8,20 +8,6 @@ import pytest
 import rasterio
 from onnx_helpers import band_logit_model
 from qgis.core import QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
-from shapely.geometry import box
-from stack_helpers import fixture_item
-
-from s2masks.core import grid as grids
-from s2masks.core import records, stack
-
-
-@pytest.fixture
-def stacked(pc_double, tmp_path):
-    item = records.parse_item(fixture_item(pc_double))
-    area = box(-8.74, 53.09, -8.62, 53.16)
-    result = stack.stack_acquisition([item], area, grids.output_grid(area), tmp_path / "s2.tif", tmp_path / "m.tif",
-                                     stack.StackOptions(cache_dir=tmp_path / "cache"))
-    return result
 
 
 def run(algorithm, parameters, feedback=None):

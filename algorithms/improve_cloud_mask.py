@@ -1,0 +1,90 @@
+"""Improve cloud mask (FarmVibes workflow improve_cloud_mask): stacked raster + product mask ->
+cloud and shadow probability -> merged, improved mask."""
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingMultiStepFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+
+from .base import S2MasksAlgorithm, child_parameters
+from .compute_cloud_shadow_prob import add_both_model_parameters
+from .merge_cloud_masks_simple import MERGE_KEYS, STATISTICS, add_merge_parameters
+from .probability import add_inference_parameters
+
+MODEL_KEYS = tuple(f"{target}_{key}" for target in ("CLOUD", "SHADOW") for key in ("MODEL", "CUSTOM_CARD",
+                                                                                     "CUSTOM_ONNX"))
+INFERENCE_KEYS = ("IN_MEMORY", "BATCH_SIZE", "OVERLAP", "THREADS")
+
+
+def add_improve_parameters(algorithm):
+    """Models, in_memory and thresholds, in the order the workflows show them."""
+    add_merge_parameters(algorithm)
+    add_both_model_parameters(algorithm)
+    add_inference_parameters(algorithm)
+
+
+def improve(parameters, context, feedback, raster, product_mask, outputs):
+    """Runs the two child steps; outputs: {"OUTPUT", "OUTPUT_CLASSES", "CLOUD_OUTPUT", "SHADOW_OUTPUT"}."""
+    import processing
+
+    steps = QgsProcessingMultiStepFeedback(2, feedback)
+    probabilities = processing.run(
+        "s2masks:computecloudshadowprob",
+        child_parameters(parameters, MODEL_KEYS + INFERENCE_KEYS, INPUT=raster, CLOUD_OUTPUT=outputs["CLOUD_OUTPUT"],
+                         SHADOW_OUTPUT=outputs["SHADOW_OUTPUT"]),
+        context=context, feedback=steps, is_child_algorithm=True)
+    steps.setCurrentStep(1)
+    if steps.isCanceled():
+        raise QgsProcessingException("Cancelled after the probabilities; no mask was written.")
+    merged = processing.run(
+        "s2masks:mergecloudmaskssimple",
+        child_parameters(parameters, MERGE_KEYS, PRODUCT_MASK=product_mask,
+                         CLOUD_PROBABILITY=probabilities["CLOUD_OUTPUT"],
+                         SHADOW_PROBABILITY=probabilities["SHADOW_OUTPUT"], OUTPUT=outputs["OUTPUT"],
+                         OUTPUT_CLASSES=outputs["OUTPUT_CLASSES"]),
+        context=context, feedback=steps, is_child_algorithm=True)
+    return dict(merged, **probabilities)
+
+
+class ImproveCloudMask(S2MasksAlgorithm):
+    NAME = "improvecloudmask"
+    DISPLAY_NAME = "Improve cloud mask"
+    GROUP = "Workflows"
+    DESCRIPTION = (
+        "From a stacked Sentinel-2 raster and its product mask to the improved cloud mask: computes cloud "
+        "and shadow probabilities with the chosen ONNX models (one pass when one model gives both), "
+        "thresholds them and merges them with the product mask, then dilates ('Compute cloud and shadow "
+        "probability', then 'Merge cloud masks'; one progress bar, Cancel anywhere). "
+        "FarmVibes workflow: improve_cloud_mask."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.add(QgsProcessingParameterRasterLayer("INPUT", self.tr("Stacked Sentinel-2 raster")),
+                 "A 12-band stack from 'Download and stack Sentinel-2'.")
+        self.add(QgsProcessingParameterRasterLayer("PRODUCT_MASK", self.tr("Product mask")),
+                 "Its product mask (same grid).")
+        add_improve_parameters(self)
+        self.add(QgsProcessingParameterRasterDestination("OUTPUT", self.tr("Improved cloud mask")),
+                 "uint8: 0 clear, 1 cloud.")
+        self.add(QgsProcessingParameterRasterDestination("OUTPUT_CLASSES", self.tr("Cloud classes"), optional=True,
+                                                         createByDefault=False),
+                 "Optional uint8: 0 clear, 1 cloud, 2 cloud shadow, 255 nodata.")
+        self.add(QgsProcessingParameterRasterDestination("CLOUD_OUTPUT", self.tr("Cloud probability"),
+                                                         optional=True),
+                 "The cloud probability raster the mask was made from.", advanced=True)
+        self.add(QgsProcessingParameterRasterDestination("SHADOW_OUTPUT", self.tr("Shadow probability"),
+                                                         optional=True),
+                 "The shadow probability raster the mask was made from.", advanced=True)
+        for name, (_, label) in STATISTICS.items():
+            self.addOutput(QgsProcessingOutputNumber(name, self.tr(label)))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        # A destination left out means a temporary file, as for any Processing output.
+        outputs = {key: parameters.get(key) or QgsProcessing.TEMPORARY_OUTPUT
+                   for key in ("OUTPUT", "CLOUD_OUTPUT", "SHADOW_OUTPUT")}
+        outputs["OUTPUT_CLASSES"] = parameters.get("OUTPUT_CLASSES")
+        return improve(parameters, context, feedback, parameters["INPUT"], parameters["PRODUCT_MASK"], outputs)
