@@ -34,7 +34,8 @@ from .errors import Cancelled, InputError
 from .stack import MASK_CATEGORIES, MASK_NODATA, check_writable, publish_cog
 
 CLEAR, CLOUD, SHADOW, NODATA = 0, 1, 2, 255
-MASK_LABELS = {CLEAR: ("Clear", (56, 168, 0)), CLOUD: ("Cloud", (255, 255, 255))}
+# "Cloud" in FarmVibes' sense (anything masked), drawn magenta so it stands out from white clouds.
+MASK_LABELS = {CLEAR: ("Clear", (56, 168, 0)), CLOUD: ("Cloud", (230, 0, 160))}
 CLASS_LABELS = {CLEAR: ("clear", (56, 168, 0)), CLOUD: ("cloud", (255, 255, 255)),
                 SHADOW: ("cloud shadow", (78, 78, 78))}
 _PRODUCT_CLOUD_CODES = (1, 2, 3)  # opaque, cirrus, saturated/defective

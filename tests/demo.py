@@ -4,10 +4,11 @@ COGs cut from a real L2A scene).
 
 1. Search and selection: list the products over an area near 81 N that straddles UTM zones
    46 and 47, and select the fewest tiles per acquisition.
-2. Preprocess (list -> select -> download and stack) an area in Ireland on the embedded real
-   scene of 2022-10-05, compute cloud and shadow probabilities with the default model
-   (ukis-csmask), and render a PNG quicklook (true colour | product mask | cloud probability |
-   shadow probability) with the styles the plugin writes.
+2. The whole workflow 'Preprocess Sentinel-2 with improved masks' over an area in Ireland on
+   the embedded real scene of 2022-10-05: list -> select -> download and stack -> cloud and
+   shadow probability (default model, ukis-csmask) -> merged, improved mask; print the
+   statistics table and render a PNG montage (true colour | product mask | improved mask |
+   classes, one row per date) with the styles the plugin writes.
 """
 
 import os
@@ -82,66 +83,62 @@ def search_and_select(processing, double, footprints_path, selected_path):
     del found, chosen
 
 
-def preprocess_scene(processing, double):
-    import rasterio
+def improved_masks(processing, double):
+    """The whole workflow, as the Toolbox runs it; returns its results."""
+    import csv
 
-    print(f"\n2. Preprocess Sentinel-2 over {SCENE_AREA}, {SCENE_DATES[0]} .. {SCENE_DATES[1]}")
-    result = processing.run("s2masks:preprocesss2", {
+    print(f"\n2. Preprocess Sentinel-2 with improved masks over {SCENE_AREA}, {SCENE_DATES[0]} .. {SCENE_DATES[1]}")
+    folder = OUTPUT_DIR / "improved"
+    result = processing.run("s2masks:preprocesss2improvedmasks", {
         "EXTENT": SCENE_AREA, "START_DATE": SCENE_DATES[0], "END_DATE": SCENE_DATES[1], "STAC_URL": double.url,
-        "CACHE_FOLDER": str(OUTPUT_DIR / "cache"), "OUTPUT_FOLDER": str(OUTPUT_DIR / "stacks"),
-        "FOOTPRINTS": str(OUTPUT_DIR / "preprocess_footprints.gpkg")})
-    for raster, mask in zip(result["RASTERS"], result["MASKS"]):
-        with rasterio.open(raster) as src, rasterio.open(mask) as msk:
-            codes = msk.read(1)
-            shares = {name: (codes == code).mean() for code, name in
-                      ((0, "clear"), (1, "opaque cloud"), (2, "cirrus"), (3, "invalid"), (4, "shadow"), (255, "nodata"))}
-            print(f"  {raster}: {src.count} bands {src.width}x{src.height} px, {src.crs}, "
-                  f"median red reflectance {np.median(src.read(4)) * src.scales[3]:.3f}")
-            print("  product mask: " + ", ".join(f"{name} {share:.1%}" for name, share in shares.items()))
+        "CACHE_FOLDER": str(OUTPUT_DIR / "cache"), "OUTPUT_FOLDER": str(folder),
+        "FOOTPRINTS": str(folder / "footprints.gpkg"), "STATISTICS": str(folder / "statistics.gpkg")})
     print(f"  bytes downloaded from the double: {double.total_bytes_served():,}")
-    return result["RASTERS"], result["MASKS"]
+    print(f"  outputs in {folder}:")
+    for name in sorted(path.name for path in folder.glob("*.tif")):
+        print(f"    {name}")
+    with open(result["STATISTICS_CSV"], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = ("date", "tiles", "pct_clear", "pct_cloud", "pct_shadow", "pct_nodata", "pct_product_masked")
+    print(f"\nStatistics per acquisition ({result['STATISTICS_CSV']}):")
+    print("  " + "  ".join(f"{c:>20}" if c == "date" else f"{c:>18}" for c in columns))
+    for row in rows:
+        print("  " + "  ".join(f"{row[c]:>20}" if c == "date" else f"{row[c]:>18}" for c in columns))
+    return result
 
 
-def probabilities(processing, raster):
-    import rasterio
-
-    stem = str(Path(raster).with_suffix(""))
-    cloud = processing.run("s2masks:computecloudprob", {"INPUT": raster, "OUTPUT": stem + "_cloud.tif"})["OUTPUT"]
-    shadow = processing.run("s2masks:computeshadowprob", {"INPUT": raster, "OUTPUT": stem + "_shadow.tif"})["OUTPUT"]
-    with rasterio.open(cloud) as c, rasterio.open(shadow) as s:
-        print(f"  cloud probability > 0.3: {(c.read(1) > 0.3).mean():.1%} of pixels; "
-              f"shadow probability > 0.2: {(s.read(1) > 0.2).mean():.1%}")
-    return cloud, shadow
+PANELS = ("true colour", "product mask (SCL)", "improved mask", "classes: cloud / shadow")
 
 
-def render_quicklook(paths, size=400):
-    """The rasters side by side, rendered by QGIS with the .qml styles the plugin wrote."""
+def render_montage(rows, target, size=360):
+    """One row per acquisition: the rasters side by side, rendered by QGIS with the plugin's styles."""
     from qgis.core import QgsMapRendererSequentialJob, QgsMapSettings, QgsRasterLayer
     from qgis.PyQt.QtCore import QSize
     from qgis.PyQt.QtGui import QColor, QImage, QPainter
 
-    images = []
-    for path in paths:
-        layer = QgsRasterLayer(path, Path(path).stem)
-        settings = QgsMapSettings()
-        settings.setLayers([layer])
-        settings.setDestinationCrs(layer.crs())
-        settings.setExtent(layer.extent())
-        settings.setOutputSize(QSize(size, size))
-        settings.setBackgroundColor(QColor(255, 255, 255))
-        job = QgsMapRendererSequentialJob(settings)
-        job.start()
-        job.waitForFinished()
-        images.append(job.renderedImage())
-        del layer
-    montage = QImage(len(images) * (size + 10) - 10, size, QImage.Format_RGB32)
+    header, gap = 24, 10
+    montage = QImage(len(PANELS) * (size + gap) - gap, len(rows) * (size + header + gap), QImage.Format_RGB32)
     montage.fill(QColor(255, 255, 255))
     painter = QPainter(montage)
-    for index, image in enumerate(images):
-        painter.drawImage(index * (size + 10), 0, image)
+    for row_index, (label, paths) in enumerate(rows):
+        top = row_index * (size + header + gap)
+        for column, (path, title) in enumerate(zip(paths, PANELS)):
+            layer = QgsRasterLayer(path, Path(path).stem)
+            settings = QgsMapSettings()
+            settings.setLayers([layer])
+            settings.setDestinationCrs(layer.crs())
+            settings.setExtent(layer.extent())
+            settings.setOutputSize(QSize(size, size))
+            settings.setBackgroundColor(QColor(255, 255, 255))
+            job = QgsMapRendererSequentialJob(settings)
+            job.start()
+            job.waitForFinished()
+            painter.drawImage(column * (size + gap), top + header, job.renderedImage())
+            painter.drawRect(column * (size + gap), top + header, size - 1, size - 1)
+            painter.drawText(column * (size + gap) + 4, top + 17, f"{label}: {title}" if column == 0 else title)
+            del layer
     painter.end()
-    target = str(Path(paths[0]).with_suffix("")) + "_quicklook.png"
-    montage.save(target)
+    montage.save(str(target))
     return target
 
 
@@ -162,15 +159,17 @@ def main():
     with PlanetaryComputerDouble() as double:
         print(f"Offline Planetary Computer double at {double.url} (real recorded items, real pixels)")
         search_and_select(processing, double, footprints_path, selected_path)
-        rasters, masks = preprocess_scene(processing, double)
-    for raster, mask in zip(rasters, masks):
-        cloud, shadow = probabilities(processing, raster)
-        print(f"Quicklook (true colour | product mask | cloud | shadow): "
-              f"{render_quicklook([raster, mask, cloud, shadow])}")
+        result = improved_masks(processing, double)
+    rows = [(Path(raster).stem[4:12], [raster, product, mask, classes]) for raster, product, mask, classes in
+            zip(result["RASTERS"], result["PRODUCT_MASKS"], result["MASKS"], result["CLASSES"])]
+    montage = render_montage(rows, OUTPUT_DIR / "improved" / "montage.png")
+    print(f"\nMontage (true colour | product mask | improved mask | cloud/shadow classes, one row per date): "
+          f"{montage}")
     print("\nSame against the live Planetary Computer (needs internet), for your own area and dates\n"
           "(on Debian's QGIS 3.22 call /usr/bin/qgis_process.bin):\n"
-          "  qgis_process run s2masks:preprocesss2 -- EXTENT='5.0,5.2,52.0,52.1 [EPSG:4326]' "
-          "START_DATE=2024-06-01 END_DATE=2024-06-30 MAX_CLOUD_COVER=60 OUTPUT_FOLDER=s2 FOOTPRINTS=s2/used.gpkg")
+          "  qgis_process run s2masks:preprocesss2improvedmasks -- EXTENT='5.0,5.2,52.0,52.1 [EPSG:4326]' "
+          "START_DATE=2024-06-01 END_DATE=2024-06-30 MAX_CLOUD_COVER=60 OUTPUT_FOLDER=s2 "
+          "FOOTPRINTS=s2/used.gpkg STATISTICS=s2/statistics.gpkg")
     plugin.unload()
     app.exitQgis()
 

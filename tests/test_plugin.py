@@ -10,7 +10,8 @@ import s2masks
 
 ALGORITHM_IDS = {"s2masks:listsentinel2products", "s2masks:selectnecessarycoverageitems",
                  "s2masks:downloadstacksentinel2", "s2masks:mergesentinel2orbits", "s2masks:preprocesss2",
-                 "s2masks:computecloudprob", "s2masks:computeshadowprob"}
+                 "s2masks:computecloudprob", "s2masks:computeshadowprob", "s2masks:computecloudshadowprob",
+                 "s2masks:mergecloudmaskssimple", "s2masks:improvecloudmask", "s2masks:preprocesss2improvedmasks"}
 
 
 def test_class_factory_accepts_no_iface(qgis_processing):
