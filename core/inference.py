@@ -37,7 +37,6 @@ from .records import S2_BANDS
 from .stack import check_writable
 
 PROBABILITY_AT_NODATA = 1.0
-_STACK_BANDS = list(range(1, len(S2_BANDS) + 1))
 
 
 @dataclass(frozen=True)
@@ -176,16 +175,17 @@ def compute_probabilities(raster_path, cards, outputs, options=InferenceOptions(
         runs.setdefault(card.id, (card, []))[1].append(target)
     work = Path(tempfile.mkdtemp(prefix=".inference-", dir=next(iter(outputs.values())).parent))
     try:
-        with rasterio.open(raster_path) as src:
+        # GDAL's block cache defaults to 5% of RAM; whole-width strips would fill it for nothing.
+        with rasterio.Env(GDAL_CACHEMAX=cogread.BLOCK_CACHE_BYTES), rasterio.open(raster_path) as src:
             for number, (card, targets) in enumerate(runs.values()):
                 band_indexes = check_raster(src, card)
                 model = load_model(card, options.threads)
                 log(f"Model {card.id} for {' and '.join(targets)}")
-                low_res, valid_chips = _predict(src, model, band_indexes, targets, options, work,
-                                                _sub_progress(progress, number, len(runs)), should_cancel)
+                low_res, valid_chips, nodata = _predict(src, model, band_indexes, targets, options, work,
+                                                        _sub_progress(progress, number, len(runs)), should_cancel)
                 if not valid_chips:
                     warn("The raster has no valid pixel (all nodata): every probability is 1, as in FarmVibes.")
-                _to_raster_grid(src, low_res, {t: work / f"{t}.tif" for t in targets}, should_cancel)
+                _to_raster_grid(src, low_res, nodata, {t: work / f"{t}.tif" for t in targets}, should_cancel)
                 for target in targets:
                     os.replace(work / f"{target}.tif", outputs[target])
     finally:
@@ -198,29 +198,73 @@ def _sub_progress(progress, index, count):
 
 
 class _Reader:
-    """Chips of the working grid (the model's native resolution), from disk or from memory."""
+    """Chips of the working grid (the model's native resolution), from disk or from memory.
+
+    Reads whole-width strips of the raster (one chip tall, clipped to the raster, no boundless
+    VRT) and averages factor x factor pixels with numpy, leaving nodata (0) out of the mean as
+    GDAL's average does; streaming keeps one strip in memory, in_memory the whole image.
+    """
 
     def __init__(self, src, band_indexes, factor, in_memory):
         self.src, self.bands, self.factor = src, band_indexes, factor
         self.height = math.ceil(src.height / factor)
         self.width = math.ceil(src.width / factor)
         self.scale = np.float32(src.scales[band_indexes[0] - 1] or 1.0)
-        self.image = self._read(0, 0, self.height, self.width) if in_memory else None
+        # Where any band has no data, at the raster's resolution, one bit per pixel (15 MB for a
+        # full tile): filled while reading, so writing the outputs needs no second read.
+        self.nodata_bits = np.zeros((src.height, math.ceil(src.width / 8)), dtype=np.uint8)
+        self.strip_row, self.strip = None, None
+        self.image = self._read_rows(0, self.height) if in_memory else None
 
     def chip(self, row, col, size):
         if self.image is not None:
-            out = np.zeros((len(self.bands), size, size), dtype=np.float32)
             part = self.image[:, row:row + size, col:col + size]
-            out[:, :part.shape[1], :part.shape[2]] = part
-            return out
-        return self._read(row, col, size, size)
+        else:
+            if row != self.strip_row:
+                self.strip_row, self.strip = row, self._read_rows(row, size)
+            part = self.strip[:, :, col:col + size]
+        out = np.zeros((len(self.bands), size, size), dtype=np.float32)
+        out[:, :part.shape[1], :part.shape[2]] = part
+        return out
 
-    def _read(self, row, col, rows, cols):
-        f = self.factor
-        window = Window(col * f, row * f, cols * f, rows * f)
-        data = self.src.read(self.bands, window=window, out_shape=(len(self.bands), rows, cols), boundless=True,
-                             fill_value=0, resampling=Resampling.average if f > 1 else Resampling.nearest)
+    def _read_rows(self, row, rows, rows_per_read=64):
+        """Working-grid rows [row, row + rows), full width, as float32."""
+        rows = min(rows, self.height - row)
+        out = np.empty((len(self.bands), rows, self.width), dtype=np.float32)
+        for start in range(0, rows, rows_per_read):  # bounds the 10 m intermediate of in_memory
+            count = min(rows_per_read, rows - start)
+            f = self.factor
+            top = (row + start) * f
+            window = Window(0, top, self.src.width, min(count * f, self.src.height - top))
+            every_band = self.src.read(window=window)  # pixel-interleaved stacks decode all bands anyway
+            self.nodata_bits[top:top + every_band.shape[1]] = np.packbits((every_band == 0).any(axis=0), axis=1)
+            model_bands = every_band[[index - 1 for index in self.bands]]
+            out[:, start:start + count] = average_blocks(model_bands, f, count, self.width)
+        return out
+
+    def nodata(self, window):
+        rows = self.nodata_bits[window.row_off:window.row_off + window.height]
+        return np.unpackbits(rows, axis=1, count=self.src.width)[:, window.col_off:window.col_off + window.width] \
+            .astype(bool)
+
+
+def average_blocks(data, factor, rows, cols):
+    """Mean of factor x factor blocks of (bands, h, w) DN, leaving out nodata (0); 0 where all are."""
+    if factor == 1:
         return data.astype(np.float32)
+    bands, height, width = data.shape
+    if (height, width) != (rows * factor, cols * factor):
+        padded = np.zeros((bands, rows * factor, cols * factor), dtype=data.dtype)
+        padded[:, :height, :width] = data
+        data = padded
+    total = np.zeros((bands, rows, cols), dtype=np.float32)
+    count = np.zeros((bands, rows, cols), dtype=np.uint8)
+    for i in range(factor):  # factor^2 strided adds: much faster than a reduction over small axes
+        for j in range(factor):
+            part = data[:, i::factor, j::factor]
+            total += part
+            count += part > 0
+    return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
 
 
 def _predict(src, model, band_indexes, targets, options, work, progress, should_cancel):
@@ -257,7 +301,7 @@ def _predict(src, model, band_indexes, targets, options, work, progress, should_
     finally:
         for handle in files.values():
             handle.close()
-    return paths, valid_chips
+    return paths, valid_chips, reader.nodata
 
 
 def _run_batch(model, card, chips, valid, scale):
@@ -313,7 +357,7 @@ class _Strip:
         self.top += count
 
 
-def _to_raster_grid(src, native_paths, target_paths, should_cancel, block=1024):
+def _to_raster_grid(src, native_paths, nodata_of, target_paths, should_cancel, block=1024):
     """Bilinear back to the raster's grid; probability 1 where any band is nodata (as FarmVibes).
 
     Written as tiled, compressed GeoTIFF (ZSTD, float predictor) in the work folder, renamed
@@ -336,7 +380,7 @@ def _to_raster_grid(src, native_paths, target_paths, should_cancel, block=1024):
                 if should_cancel():
                     raise Cancelled("Probability computation cancelled.")
                 window = Window(col, row, min(block, src.width - col), min(block, src.height - row))
-                nodata = (src.read(_STACK_BANDS, window=window) == 0).any(axis=0)
+                nodata = nodata_of(window)
                 for target, vrt in vrts.items():
                     values = vrt.read(1, window=window)
                     values[nodata] = PROBABILITY_AT_NODATA
