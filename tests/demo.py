@@ -16,7 +16,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 REPO = Path(__file__).resolve().parent.parent
