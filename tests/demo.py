@@ -16,7 +16,6 @@ import sys
 import warnings
 from pathlib import Path
 
-
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN_PATH = REPO / ".build" / "plugins"
