@@ -31,7 +31,8 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from .errors import Cancelled, InputError
-from .stack import MASK_CATEGORIES, MASK_NODATA, check_writable, publish_cog
+from .grid import Grid
+from .stack import MASK_CATEGORIES, MASK_NODATA, check_writable, describe_classes, publish_cog
 
 CLEAR, CLOUD, SHADOW, NODATA = 0, 1, 2, 255
 # "Cloud" in FarmVibes' sense (anything masked), drawn magenta so it stands out from white clouds.
@@ -195,8 +196,7 @@ def _stream(product_mask, cloud_probability, shadow_probability, work, options, 
         profile = dict(driver="GTiff", width=product.width, height=product.height, count=1, dtype="uint8",
                        crs=product.crs, transform=product.transform, tiled=True, blockxsize=512, blockysize=512,
                        compress="DEFLATE")
-        blocks = [Window(col, row, min(block_size, product.width - col), min(block_size, product.height - row))
-                  for row in range(0, product.height, block_size) for col in range(0, product.width, block_size)]
+        blocks = list(Grid(product.crs, product.transform, product.width, product.height).blocks(block_size))
         with rasterio.open(work / "mask.tif", "w", **profile) as mask_out, \
                 rasterio.open(work / "classes.tif", "w", nodata=NODATA, **profile) as classes_out:
             for number, block in enumerate(blocks, start=1):
@@ -211,8 +211,8 @@ def _stream(product_mask, cloud_probability, shadow_probability, work, options, 
                 classes_out.write(classes[core][None], window=block)
                 statistics.add(classes[core], codes[core])
                 progress(number / len(blocks), f"merging block {number}/{len(blocks)}")
-    _describe(work / "mask.tif", "cloud_mask", MASK_LABELS, None)
-    _describe(work / "classes.tif", "cloud_classes", CLASS_LABELS, "nodata")
+    describe_classes(work / "mask.tif", "cloud_mask", MASK_LABELS)
+    describe_classes(work / "classes.tif", "cloud_classes", CLASS_LABELS, NODATA)
     return statistics
 
 
@@ -235,20 +235,3 @@ def _check_codes(codes, path):
             f"codes ({known}; {MASK_NODATA} nodata). Use the mask written by 'Download and stack Sentinel-2'."
         )
 
-
-def _describe(path, description, labels, nodata_label):
-    from osgeo import gdal
-
-    with rasterio.open(path, "r+") as dst:
-        dst.set_band_description(1, description)
-        dst.write_colormap(1, {code: color + (255,) for code, (_, color) in labels.items()})
-        dst.update_tags(CODES="; ".join(f"{code}={label}" for code, (label, _) in labels.items())
-                        + (f"; {NODATA}=nodata" if nodata_label else ""))
-    names = [""] * (NODATA + 1 if nodata_label else max(labels) + 1)
-    for code, (label, _) in labels.items():
-        names[code] = label
-    if nodata_label:
-        names[NODATA] = nodata_label
-    dataset = gdal.Open(str(path), gdal.GA_Update)
-    dataset.GetRasterBand(1).SetCategoryNames(names)
-    dataset = None

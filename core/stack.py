@@ -269,23 +269,26 @@ def describe_outputs(raster_tmp, mask_tmp, products, baselines):
             PROCESSING_BASELINES=",".join(baselines),
             MOSAIC_ORDER="first valid pixel; tiles covering more of the area first, then by id",
         )
-    with rasterio.open(mask_tmp, "r+") as mask:
-        mask.set_band_description(1, "product_mask")
-        mask.write_colormap(1, {code: color + (255,) for code, (_, color) in MASK_CATEGORIES.items()})
-        mask.update_tags(CODES="; ".join(f"{code}={label}" for code, (label, _) in MASK_CATEGORIES.items())
-                         + f"; {MASK_NODATA}=nodata", SOURCE="Sentinel-2 L2A scene classification (SCL)")
-    _set_category_names(mask_tmp)
+    describe_classes(mask_tmp, "product_mask", MASK_CATEGORIES, MASK_NODATA,
+                     SOURCE="Sentinel-2 L2A scene classification (SCL)")
 
 
-def _set_category_names(path):
-    """GDAL category names, so QGIS and gdalinfo show the class labels."""
+def describe_classes(path, description, categories, nodata_code=None, **tags):
+    """Band description, palette, a CODES tag and GDAL category names (QGIS and gdalinfo show
+    the class labels) of a one-band class raster; categories maps code -> (label, (r, g, b))."""
     from osgeo import gdal
 
-    dataset = gdal.Open(str(path), gdal.GA_Update)
-    names = [""] * (MASK_NODATA + 1)
-    for code, (label, _) in MASK_CATEGORIES.items():
+    codes = "; ".join(f"{code}={label}" for code, (label, _) in categories.items())
+    with rasterio.open(path, "r+") as dst:
+        dst.set_band_description(1, description)
+        dst.write_colormap(1, {code: color + (255,) for code, (_, color) in categories.items()})
+        dst.update_tags(CODES=codes + (f"; {nodata_code}=nodata" if nodata_code is not None else ""), **tags)
+    names = [""] * ((nodata_code if nodata_code is not None else max(categories)) + 1)
+    for code, (label, _) in categories.items():
         names[code] = label
-    names[MASK_NODATA] = "nodata"
+    if nodata_code is not None:
+        names[nodata_code] = "nodata"
+    dataset = gdal.Open(str(path), gdal.GA_Update)
     dataset.GetRasterBand(1).SetCategoryNames(names)
     dataset = None
 
