@@ -73,6 +73,21 @@ class S2MasksAlgorithm(QgsProcessingAlgorithm):
                 lines.append(f"- {parameter.description()} ({parameter.name()}): {self.tr(text)}")
         return "\n".join(lines)
 
+    # -- raster inputs and outputs -----------------------------------------------------------
+    def raster_source(self, parameters, key, context):
+        """The file behind a raster layer parameter, or an error naming the parameter."""
+        layer = self.parameterAsRasterLayer(parameters, key, context)
+        if layer is None:
+            raise QgsProcessingException(f"Could not open the raster given as {key}.")
+        return layer.source()
+
+    def tif_destination(self, parameters, key, context):
+        """A raster destination's path; core/ writes GeoTIFF only, so other formats are refused."""
+        path = Path(self.parameterAsOutputLayer(parameters, key, context))
+        if path.suffix.lower() not in (".tif", ".tiff"):
+            raise QgsProcessingException(f"Write {key} as GeoTIFF (.tif), not {path.suffix or 'without extension'}.")
+        return path
+
     # -- core access -----------------------------------------------------------------------
     def core(self, module_name):
         """Imports core.<module_name>; a missing package becomes an install instruction."""

@@ -1,10 +1,7 @@
 """Merge cloud masks (FarmVibes op merge_cloud_masks_simple): product mask + thresholded cloud
 and shadow probabilities -> the improved cloud mask."""
 
-from pathlib import Path
-
 from qgis.core import (
-    QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
@@ -84,12 +81,12 @@ class MergeCloudMasksSimple(S2MasksAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         cloudmask = self.core("cloudmask")
-        sources = {key: self._raster(parameters, key, context) for key in
+        sources = {key: self.raster_source(parameters, key, context) for key in
                    ("PRODUCT_MASK", "CLOUD_PROBABILITY", "SHADOW_PROBABILITY")}
-        mask_path = _tif_destination(self, parameters, "OUTPUT", context)
+        mask_path = self.tif_destination(parameters, "OUTPUT", context)
         classes_path = None
         if parameters.get("OUTPUT_CLASSES"):
-            classes_path = _tif_destination(self, parameters, "OUTPUT_CLASSES", context)
+            classes_path = self.tif_destination(parameters, "OUTPUT_CLASSES", context)
         statistics = self.run_core(
             cloudmask.merge_cloud_masks, sources["PRODUCT_MASK"], sources["CLOUD_PROBABILITY"],
             sources["SHADOW_PROBABILITY"], mask_path, classes_path, merge_options(self, parameters, context),
@@ -103,15 +100,3 @@ class MergeCloudMasksSimple(S2MasksAlgorithm):
         feedback.pushInfo("Improved mask: " + ", ".join(f"{label} {row[key]:.1f}" for key, label in STATISTICS.values()))
         return results
 
-    def _raster(self, parameters, key, context):
-        layer = self.parameterAsRasterLayer(parameters, key, context)
-        if layer is None:
-            raise QgsProcessingException(f"Could not open the {key.lower().replace('_', ' ')} raster.")
-        return layer.source()
-
-
-def _tif_destination(algorithm, parameters, key, context):
-    path = Path(algorithm.parameterAsOutputLayer(parameters, key, context))
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        raise QgsProcessingException(f"Write {key} as GeoTIFF (.tif), not {path.suffix or 'without extension'}.")
-    return path

@@ -1,9 +1,6 @@
 """Merge Sentinel-2 orbits: mosaic stacked rasters and masks of one acquisition onto one grid."""
 
-from pathlib import Path
-
 from qgis.core import (
-    QgsProcessingException,
     QgsProcessingParameterCrs,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterRasterDestination,
@@ -42,10 +39,8 @@ class MergeSentinel2Orbits(S2MasksAlgorithm):
         stack = self.core("stack")
         rasters = [layer.source() for layer in self.parameterAsLayerList(parameters, "RASTERS", context)]
         masks = [layer.source() for layer in self.parameterAsLayerList(parameters, "MASKS", context)]
-        raster_path = Path(self.parameterAsOutputLayer(parameters, "OUTPUT", context))
-        mask_path = Path(self.parameterAsOutputLayer(parameters, "OUTPUT_MASK", context))
-        if raster_path.suffix.lower() not in (".tif", ".tiff") or mask_path.suffix.lower() not in (".tif", ".tiff"):
-            raise QgsProcessingException("Write the merged raster and mask as GeoTIFF (.tif).")
+        raster_path = self.tif_destination(parameters, "OUTPUT", context)
+        mask_path = self.tif_destination(parameters, "OUTPUT_MASK", context)
         crs = self.parameterAsCrs(parameters, "OUTPUT_CRS", context)
         self.run_core(merge.merge_stacks, rasters, masks, raster_path, mask_path,
                       crs.toWkt() if crs.isValid() else None,

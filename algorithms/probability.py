@@ -2,7 +2,6 @@
 (the installed model cards, or a custom ONNX file with its card) and the run."""
 
 from dataclasses import replace
-from pathlib import Path
 
 from qgis.core import (
     QgsProcessingException,
@@ -119,17 +118,11 @@ class ComputeProbability(S2MasksAlgorithm):
 def run_models(algorithm, parameters, context, feedback, cards, output_keys):
     """Runs the cards over INPUT (one pass per distinct model); output_keys: {target: parameter}."""
     inference = algorithm.core("inference")
-    layer = algorithm.parameterAsRasterLayer(parameters, "INPUT", context)
-    if layer is None:
-        raise QgsProcessingException("Could not open the input raster.")
-    outputs = {}
-    for target, key in output_keys.items():
-        outputs[target] = Path(algorithm.parameterAsOutputLayer(parameters, key, context))
-        if outputs[target].suffix.lower() not in (".tif", ".tiff"):
-            raise QgsProcessingException(f"Write the {target} probability raster as GeoTIFF (.tif).")
+    raster = algorithm.raster_source(parameters, "INPUT", context)
+    outputs = {target: algorithm.tif_destination(parameters, key, context) for target, key in output_keys.items()}
     for target, card in cards.items():
         feedback.pushInfo(f"{target.capitalize()} model: {card.name} ({card.licence})")
-    algorithm.run_core(inference.compute_probabilities, layer.source(), cards, outputs,
+    algorithm.run_core(inference.compute_probabilities, raster, cards, outputs,
                        inference_options(algorithm, parameters, context),
                        progress=lambda fraction, message: (feedback.setProgress(100 * fraction),
                                                            feedback.setProgressText(message)),
