@@ -110,12 +110,18 @@ class S2MasksAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(err)) from err
 
 
-def child_parameters(parameters, keys, **extra):
-    """The parameters a composite hands to a child algorithm under the same names (empty ones
-    left out, so the child's defaults apply), plus `extra`."""
-    picked = {key: parameters[key] for key in keys if parameters.get(key) not in (None, "")}
-    picked.update(extra)
-    return picked
+def run_child(child_id, parameters, context, feedback, **extra):
+    """Runs a child algorithm of a composite. It gets every parent parameter it defines under
+    the same name (empty ones left out, so its defaults apply), then `extra`, which wins (for
+    the names a child uses differently, such as a sink of the parent that is a source of the child)."""
+    import processing
+    from qgis.core import QgsApplication
+
+    child = QgsApplication.processingRegistry().algorithmById(child_id)
+    names = {definition.name() for definition in child.parameterDefinitions()}
+    values = {key: value for key, value in parameters.items() if key in names and value not in (None, "")}
+    values.update(extra)
+    return processing.run(child_id, values, context=context, feedback=feedback, is_child_algorithm=True)
 
 
 def check_shapely_geos():

@@ -10,14 +10,10 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from .base import S2MasksAlgorithm, child_parameters
+from .base import S2MasksAlgorithm, run_child
 from .compute_cloud_shadow_prob import add_both_model_parameters
-from .merge_cloud_masks_simple import MERGE_KEYS, STATISTICS, add_merge_parameters
+from .merge_cloud_masks_simple import STATISTICS, add_merge_parameters
 from .probability import add_inference_parameters
-
-MODEL_KEYS = tuple(f"{target}_{key}" for target in ("CLOUD", "SHADOW") for key in ("MODEL", "CUSTOM_CARD",
-                                                                                     "CUSTOM_ONNX"))
-INFERENCE_KEYS = ("IN_MEMORY", "BATCH_SIZE", "OVERLAP", "THREADS")
 
 
 def add_improve_parameters(algorithm):
@@ -29,24 +25,16 @@ def add_improve_parameters(algorithm):
 
 def improve(parameters, context, feedback, raster, product_mask, outputs):
     """Runs the two child steps; outputs: {"OUTPUT", "OUTPUT_CLASSES", "CLOUD_OUTPUT", "SHADOW_OUTPUT"}."""
-    import processing
-
     steps = QgsProcessingMultiStepFeedback(2, feedback)
-    probabilities = processing.run(
-        "s2masks:computecloudshadowprob",
-        child_parameters(parameters, MODEL_KEYS + INFERENCE_KEYS, INPUT=raster, CLOUD_OUTPUT=outputs["CLOUD_OUTPUT"],
-                         SHADOW_OUTPUT=outputs["SHADOW_OUTPUT"]),
-        context=context, feedback=steps, is_child_algorithm=True)
+    probabilities = run_child("s2masks:computecloudshadowprob", parameters, context, steps, INPUT=raster,
+                              CLOUD_OUTPUT=outputs["CLOUD_OUTPUT"], SHADOW_OUTPUT=outputs["SHADOW_OUTPUT"])
     steps.setCurrentStep(1)
     if steps.isCanceled():
         raise QgsProcessingException("Cancelled after the probabilities; no mask was written.")
-    merged = processing.run(
-        "s2masks:mergecloudmaskssimple",
-        child_parameters(parameters, MERGE_KEYS, PRODUCT_MASK=product_mask,
-                         CLOUD_PROBABILITY=probabilities["CLOUD_OUTPUT"],
-                         SHADOW_PROBABILITY=probabilities["SHADOW_OUTPUT"], OUTPUT=outputs["OUTPUT"],
-                         OUTPUT_CLASSES=outputs["OUTPUT_CLASSES"]),
-        context=context, feedback=steps, is_child_algorithm=True)
+    merged = run_child("s2masks:mergecloudmaskssimple", parameters, context, steps, PRODUCT_MASK=product_mask,
+                       CLOUD_PROBABILITY=probabilities["CLOUD_OUTPUT"],
+                       SHADOW_PROBABILITY=probabilities["SHADOW_OUTPUT"], OUTPUT=outputs["OUTPUT"],
+                       OUTPUT_CLASSES=outputs["OUTPUT_CLASSES"])
     return dict(merged, **probabilities)
 
 

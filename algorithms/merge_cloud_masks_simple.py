@@ -12,7 +12,6 @@ from . import styles
 from .base import S2MasksAlgorithm
 from .compat import DOUBLE, INTEGER
 
-MERGE_KEYS = ("CLOUD_THR", "SHADOW_THR", "CLOSING_SIZE", "MIN_AREA")
 # Statistics outputs (percent of the mask's pixels), also used by the workflows' table.
 STATISTICS = {
     "PCT_CLEAR": ("pct_clear", "Clear (%)"),

@@ -10,11 +10,9 @@ from qgis.core import (
     QgsProcessingParameterFolderDestination,
 )
 
-from .base import S2MasksAlgorithm, child_parameters
+from .base import S2MasksAlgorithm, run_child
 from .compat import POLYGON_SOURCE
 from .inputs import (
-    AREA_LAYER,
-    EXTENT,
     add_area_parameters,
     add_coverage_parameters,
     add_date_parameters,
@@ -22,15 +20,6 @@ from .inputs import (
     add_search_parameters,
     prepare_output_folders,
 )
-
-# Parameters handed unchanged to the child algorithms that share their names.
-_LIST_KEYS = (EXTENT, AREA_LAYER, "START_DATE", "END_DATE", "MAX_CLOUD_COVER", "STAC_URL", "PC_KEY")
-_SELECT_KEYS = (EXTENT, AREA_LAYER, "MIN_TILE_COVER", "MAX_TILES_PER_TIME")
-_DOWNLOAD_KEYS = (EXTENT, AREA_LAYER, "DL_TIMEOUT", "PC_KEY", "RESAMPLING", "OUTPUT_CRS", "CACHE_FOLDER",
-                  "OUTPUT_FOLDER")
-# Everything a parent workflow hands to this one.
-PREPROCESS_KEYS = tuple(dict.fromkeys(_LIST_KEYS + _SELECT_KEYS + _DOWNLOAD_KEYS + ("FOOTPRINTS",)))
-
 
 class PreprocessS2(S2MasksAlgorithm):
     NAME = "preprocesss2"
@@ -60,20 +49,15 @@ class PreprocessS2(S2MasksAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("COUNT", self.tr("Acquisitions written")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        import processing
-
         prepare_output_folders(self, parameters, context, ("FOOTPRINTS",))
         steps = QgsProcessingMultiStepFeedback(3, feedback)
-        listed = processing.run("s2masks:listsentinel2products",
-                                child_parameters(parameters, _LIST_KEYS, OUTPUT=QgsProcessing.TEMPORARY_OUTPUT),
-                                context=context, feedback=steps, is_child_algorithm=True)
+        listed = run_child("s2masks:listsentinel2products", parameters, context, steps,
+                           OUTPUT=QgsProcessing.TEMPORARY_OUTPUT)
         steps.setCurrentStep(1)
         if steps.isCanceled():
             raise QgsProcessingException(self.tr("Cancelled; nothing was written."))
-        selected = processing.run("s2masks:selectnecessarycoverageitems",
-                                  child_parameters(parameters, _SELECT_KEYS, FOOTPRINTS=listed["OUTPUT"],
-                                                   OUTPUT=parameters["FOOTPRINTS"]),
-                                  context=context, feedback=steps, is_child_algorithm=True)
+        selected = run_child("s2masks:selectnecessarycoverageitems", parameters, context, steps,
+                             FOOTPRINTS=listed["OUTPUT"], OUTPUT=parameters["FOOTPRINTS"])
         steps.setCurrentStep(2)
         results = {"FOOTPRINTS": selected["OUTPUT"], "RASTERS": [], "MASKS": [], "COUNT": 0,
                    "OUTPUT_FOLDER": self.parameterAsString(parameters, "OUTPUT_FOLDER", context)}
@@ -81,9 +65,8 @@ class PreprocessS2(S2MasksAlgorithm):
             feedback.pushWarning("No acquisition covers the area: nothing to download. Widen the dates, lower "
                                  "min_tile_cover or raise the maximum cloud cover.")
             return results
-        stacked = processing.run("s2masks:downloadstacksentinel2",
-                                 child_parameters(parameters, _DOWNLOAD_KEYS, FOOTPRINTS=selected["OUTPUT"]),
-                                 context=context, feedback=steps, is_child_algorithm=True)
+        stacked = run_child("s2masks:downloadstacksentinel2", parameters, context, steps,
+                            FOOTPRINTS=selected["OUTPUT"])
         results.update(RASTERS=stacked["RASTERS"], MASKS=stacked["MASKS"], COUNT=stacked["COUNT"],
                        OUTPUT_FOLDER=stacked["OUTPUT_FOLDER"])
         return results

@@ -16,7 +16,7 @@ from qgis.core import (
     QgsProcessingParameterFolderDestination,
 )
 
-from .base import S2MasksAlgorithm, child_parameters
+from .base import S2MasksAlgorithm, run_child
 from .compat import NO_GEOMETRY, POLYGON_SOURCE, TABLE, make_field
 from .improve_cloud_mask import add_improve_parameters, improve
 from .inputs import (
@@ -29,7 +29,6 @@ from .inputs import (
 )
 from .layers import forget_layers, load_on_completion
 from .merge_cloud_masks_simple import STATISTICS
-from .preprocess_s2 import PREPROCESS_KEYS
 
 STATISTICS_FIELDS = (
     ("date", str), ("acquisition", str), ("platform", str), ("rel_orbit", int), ("tiles", str), ("tile_count", int),
@@ -79,13 +78,10 @@ class PreprocessS2ImprovedMasks(S2MasksAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("COUNT", self.tr("Acquisitions written")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        import processing
-
         report = self.core("report")
         prepare_output_folders(self, parameters, context, ("FOOTPRINTS", "STATISTICS"))
         steps = QgsProcessingMultiStepFeedback(2, feedback)
-        preprocessed = processing.run("s2masks:preprocesss2", child_parameters(parameters, PREPROCESS_KEYS),
-                                      context=context, feedback=steps, is_child_algorithm=True)
+        preprocessed = run_child("s2masks:preprocesss2", parameters, context, steps)
         forget_layers(context, preprocessed["RASTERS"] + preprocessed["MASKS"])  # loaded below, grouped per date
         folder = Path(preprocessed["OUTPUT_FOLDER"])
         fields = QgsFields()
