@@ -83,10 +83,26 @@ def area_10km():
     return shapely.geometry.shape(transform_geom("EPSG:32629", "EPSG:4326", shapely.geometry.mapping(square)))
 
 
+def read_source_windows(items, grid):
+    """The pure read: the windows stacking fetches, raw, one band after another, no resampling,
+    no writing, no cache (also used by bench_workflow.py)."""
+    from osgeo import gdal
+
+    from s2masks.core import cogread, stack
+
+    gdal.VSICurlClearCache()
+    with rasterio.Env(**cogread.gdal_http_options(120)):
+        for item in items:
+            for name, band in item.bands.items():
+                window = cogread.source_window(band, grid.bounds, grid.crs, f"EPSG:{item.epsg}",
+                                               stack.MARGIN["bilinear"])
+                cogread.read_window(band.href, window, None, name)
+
+
 def bench_bytes_and_time(double, item_json):
     from osgeo import gdal
 
-    from s2masks.core import cogread, records, stack
+    from s2masks.core import records, stack
     from s2masks.core import grid as grids
 
     item = records.parse_item(item_json)
@@ -94,13 +110,8 @@ def bench_bytes_and_time(double, item_json):
     grid = grids.output_grid(area, "EPSG:32629")
     whole = sum((BENCH_DIR / "tile" / Path(b.href).name).stat().st_size for b in item.bands.values())
 
-    # pure read: the same source windows, raw, no resampling, no writing
-    gdal.VSICurlClearCache()
     start = time.perf_counter()
-    with rasterio.Env(**cogread.gdal_http_options(120)):
-        for name, band in item.bands.items():
-            window = cogread.source_window(band, grid.bounds, grid.crs, grid.crs, stack.MARGIN["bilinear"])
-            cogread.read_window(band.href, window, None, name)
+    read_source_windows([item], grid)
     read_seconds = time.perf_counter() - start
 
     gdal.VSICurlClearCache()

@@ -34,9 +34,9 @@ def timed(function, *args, **kwargs):
 
 
 def run_once(double, folder):
-    from osgeo import gdal
+    from bench_stack import read_source_windows
 
-    from s2masks.core import cloudmask, cogread, geometry, grid, inference, models, records, search, selection, stack
+    from s2masks.core import cloudmask, geometry, grid, inference, models, records, search, selection, stack
 
     seconds = {}
     raw, seconds["search"] = timed(search.search_items, AREA, date(2022, 10, 1), date(2022, 10, 10), url=double.url)
@@ -47,16 +47,7 @@ def run_once(double, folder):
     target = grid.output_grid(area)
     options = stack.StackOptions(cache_dir=folder / "cache", sas_url=double.sas_url)
 
-    def read_only():
-        gdal.VSICurlClearCache()
-        with stack.rasterio.Env(**cogread.gdal_http_options(120)):
-            for item in group:
-                for name, band in item.bands.items():
-                    window = cogread.source_window(band, target.bounds, target.crs, f"EPSG:{item.epsg}",
-                                                      stack.MARGIN["bilinear"])
-                    cogread.read_window(band.href, window, None, name)
-
-    _, seconds["read"] = timed(read_only)
+    _, seconds["read"] = timed(read_source_windows, group, target)
     raster, mask = folder / "s2.tif", folder / "s2_mask.tif"
     stack.stack_acquisition(group, area, target, raster, mask, options)  # fills the window cache
     _, seconds["stack"] = timed(stack.stack_acquisition, group, area, target, raster, mask, options)
