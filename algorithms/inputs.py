@@ -2,6 +2,7 @@
 in any CRS, handed to core/ as WGS84 GeoJSON) and the date range."""
 
 import json
+import re
 import tempfile
 from datetime import date, timedelta
 from pathlib import Path
@@ -30,6 +31,7 @@ from .compat import DATE, DOUBLE, FOLDER_BEHAVIOUR, INTEGER, POLYGON_SOURCE
 EXTENT = "EXTENT"
 AREA_LAYER = "AREA"
 WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
+_PROVIDER_URI = re.compile(r"^[A-Za-z][A-Za-z0-9]+:")
 
 
 def add_area_parameters(algorithm):
@@ -228,7 +230,8 @@ def prepare_output_folders(algorithm, parameters, context, sink_keys=()):
         value = parameters.get(key)
         if isinstance(value, QgsProcessingOutputLayerDefinition):
             value = value.sink.staticValue()
-        if isinstance(value, str) and value and value != "TEMPORARY_OUTPUT" and ":" not in value.split("/")[0]:
+        # provider URIs (memory:, ogr:, postgres:...) name no folder; a drive letter (C:) is one letter
+        if isinstance(value, str) and value and value != "TEMPORARY_OUTPUT" and not _PROVIDER_URI.match(value):
             Path(value).parent.mkdir(parents=True, exist_ok=True)
 
 
