@@ -5,7 +5,7 @@
   shape, by one probe run) and the raster against the card (band names and order).
 - The raster is read at the model's native resolution (area average; 30 m for ukis-csmask,
   so 3 x 3 pixels of the 10 m stack) and probabilities are brought back to the raster's grid
-  with bilinear resampling.
+  with bilinear resampling as each row of chips is finished (no intermediate file).
 - Chips overlap and are blended with smooth (sine) weights, so there are no seams; FarmVibes
   cuts each chip at the midpoint instead. Batches of chips run through onnxruntime on all cores.
 - Pixels where any band is nodata get probability 1, as in FarmVibes; chips with no valid
@@ -26,9 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
-from rasterio.transform import Affine
-from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from . import cogread
@@ -176,16 +173,17 @@ def compute_probabilities(raster_path, cards, outputs, options=InferenceOptions(
     work = Path(tempfile.mkdtemp(prefix=".inference-", dir=next(iter(outputs.values())).parent))
     try:
         # GDAL's block cache defaults to 5% of RAM; whole-width strips would fill it for nothing.
-        with rasterio.Env(GDAL_CACHEMAX=cogread.BLOCK_CACHE_BYTES), rasterio.open(raster_path) as src:
+        # GDAL_NUM_THREADS: all cores decode the stack's blocks (NUM_THREADS on the outputs compresses them).
+        gdal_options = dict(GDAL_CACHEMAX=cogread.BLOCK_CACHE_BYTES, GDAL_NUM_THREADS="ALL_CPUS")
+        with rasterio.Env(**gdal_options), rasterio.open(raster_path) as src:
             for number, (card, targets) in enumerate(runs.values()):
                 band_indexes = check_raster(src, card)
                 model = load_model(card, options.threads)
                 log(f"Model {card.id} for {' and '.join(targets)}")
-                low_res, valid_chips, nodata = _predict(src, model, band_indexes, targets, options, work,
-                                                        _sub_progress(progress, number, len(runs)), should_cancel)
+                valid_chips = _predict(src, model, band_indexes, {t: work / f"{t}.tif" for t in targets}, options,
+                                       _sub_progress(progress, number, len(runs)), should_cancel)
                 if not valid_chips:
                     warn("The raster has no valid pixel (all nodata): every probability is 1, as in FarmVibes.")
-                _to_raster_grid(src, low_res, nodata, {t: work / f"{t}.tif" for t in targets}, should_cancel)
                 for target in targets:
                     os.replace(work / f"{target}.tif", outputs[target])
     finally:
@@ -221,11 +219,26 @@ class _Reader:
             part = self.image[:, row:row + size, col:col + size]
         else:
             if row != self.strip_row:
-                self.strip_row, self.strip = row, self._read_rows(row, size)
+                self.strip_row, self.strip = row, self._next_strip(row, size)
             part = self.strip[:, :, col:col + size]
         out = np.zeros((len(self.bands), size, size), dtype=np.float32)
         out[:, :part.shape[1], :part.shape[2]] = part
         return out
+
+    def _next_strip(self, row, size):
+        """Rows [row, row + size): overlapping chips share rows with the previous strip, which
+        are copied rather than read and averaged again."""
+        rows = min(size, self.height - row)
+        shared = 0
+        if self.strip is not None and self.strip_row <= row:
+            shared = max(0, min(self.strip_row + self.strip.shape[1] - row, rows))
+        if not shared:
+            return self._read_rows(row, rows)
+        strip = np.empty((len(self.bands), rows, self.width), dtype=np.float32)
+        strip[:, :shared] = self.strip[:, row - self.strip_row:row - self.strip_row + shared]
+        if shared < rows:
+            strip[:, shared:] = self._read_rows(row + shared, rows - shared)
+        return strip
 
     def _read_rows(self, row, rows, rows_per_read=64):
         """Working-grid rows [row, row + rows), full width, as float32."""
@@ -267,7 +280,9 @@ def average_blocks(data, factor, rows, cols):
     return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
 
 
-def _predict(src, model, band_indexes, targets, options, work, progress, should_cancel):
+def _predict(src, model, band_indexes, paths, options, progress, should_cancel):
+    """Runs the chips row by row; each finished row strip goes straight to the outputs at
+    the raster's resolution. Returns the number of chips that held a valid pixel."""
     card = model.card
     factor = max(1, int(round(card.native_resolution / abs(src.transform.a))))
     reader = _Reader(src, band_indexes, factor, options.in_memory)
@@ -276,13 +291,11 @@ def _predict(src, model, band_indexes, targets, options, work, progress, should_
     rows = chip_starts(reader.height, chip, overlap)
     cols = chip_starts(reader.width, chip, overlap)
     weights = blend_weights(chip)
-    transform = src.transform * Affine.scale(factor)
-    profile = dict(driver="GTiff", width=reader.width, height=reader.height, count=1, dtype="float32",
-                   crs=src.crs, transform=transform, tiled=True, blockxsize=256, blockysize=256)
-    paths = {target: work / f"{target}_native.tif" for target in targets}
-    files = {target: rasterio.open(path, "w", **profile) for target, path in paths.items()}
-    try:
-        strip = _Strip(targets, chip, reader.width)
+    with ExitStack() as stack:
+        sinks = {target: _RasterGridSink(stack.enter_context(_open_output(src, path, target)), factor,
+                                         (reader.height, reader.width), reader.nodata)
+                 for target, path in paths.items()}
+        strip = _Strip(list(paths), chip, reader.width)
         total, done, valid_chips = len(rows) * len(cols), 0, 0
         for index, row in enumerate(rows):
             next_row = rows[index + 1] if index + 1 < len(rows) else reader.height
@@ -294,14 +307,21 @@ def _predict(src, model, band_indexes, targets, options, work, progress, should_
                 valid_chips += int(valid.any(axis=(1, 2)).sum())
                 predictions = _run_batch(model, card, chips, valid, reader.scale)
                 for k, (r, c) in enumerate(batch):
-                    strip.add(r, c, {t: predictions[t][k] for t in targets}, weights, reader.height)
+                    strip.add(r, c, {t: predictions[t][k] for t in paths}, weights, reader.height)
                 done += len(batch)
                 progress(done / total, f"{card.id}: chip {done}/{total}")
-            strip.flush(next_row, files, reader.height)
-    finally:
-        for handle in files.values():
-            handle.close()
-    return paths, valid_chips, reader.nodata
+            strip.flush(next_row, sinks, reader.height)
+    return valid_chips
+
+
+def _open_output(src, path, target):
+    """A float32 probability GeoTIFF on the raster's grid: tiled, ZSTD with the float predictor,
+    compressed on all cores."""
+    dst = rasterio.open(path, "w", driver="GTiff", width=src.width, height=src.height, count=1, dtype="float32",
+                        crs=src.crs, transform=src.transform, tiled=True, blockxsize=512, blockysize=512,
+                        compress="ZSTD", zstd_level=1, predictor=3, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
+    dst.set_band_description(1, f"{target}_probability")
+    return dst
 
 
 def _run_batch(model, card, chips, valid, scale):
@@ -350,38 +370,60 @@ class _Strip:
         for target, handle in files.items():
             values = self.sums[target][:count] / weight
             handle.write(values[None], window=Window(0, self.top, self.weight.shape[1], count))
-            self.sums[target] = np.roll(self.sums[target], -count, axis=0)
-            self.sums[target][-count:] = 0
-        self.weight = np.roll(self.weight, -count, axis=0)
-        self.weight[-count:] = 0
+        for rows in (*self.sums.values(), self.weight):  # shift up in place; numpy copes with the overlap
+            rows[:-count] = rows[count:]
+            rows[-count:] = 0
         self.top += count
 
 
-def _to_raster_grid(src, native_paths, nodata_of, target_paths, should_cancel, block=1024):
-    """Bilinear back to the raster's grid; probability 1 where any band is nodata (as FarmVibes).
+def bilinear_sources(size, factor, source_size):
+    """Bilinear up-sampling by an integer factor along one axis, pixel centres aligned (as GDAL):
+    for each output pixel the two source pixels and the weight of the second, clamped at the edges."""
+    position = (np.arange(size) + 0.5) / factor - 0.5
+    first = np.floor(position).astype(np.int64)
+    weight = (position - first).astype(np.float32)
+    second = np.clip(first + 1, 0, source_size - 1)
+    return np.clip(first, 0, source_size - 1), second, weight
 
-    Written as tiled, compressed GeoTIFF (ZSTD, float predictor) in the work folder, renamed
-    into place by the caller.
-    """
-    profile = dict(driver="GTiff", width=src.width, height=src.height, count=1, dtype="float32", crs=src.crs,
-                   transform=src.transform, tiled=True, blockxsize=512, blockysize=512, compress="ZSTD",
-                   zstd_level=1, predictor=3, BIGTIFF="IF_SAFER")
-    with ExitStack() as stack:
-        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=cogread.BLOCK_CACHE_BYTES))
-        vrts, outs = {}, {}
-        for target, native_path in native_paths.items():
-            native = stack.enter_context(rasterio.open(native_path))
-            vrts[target] = stack.enter_context(WarpedVRT(native, crs=src.crs, transform=src.transform, width=src.width,
-                                                         height=src.height, resampling=Resampling.bilinear))
-            outs[target] = stack.enter_context(rasterio.open(target_paths[target], "w", **profile))
-            outs[target].set_band_description(1, f"{target}_probability")
-        for row in range(0, src.height, block):
-            for col in range(0, src.width, block):
-                if should_cancel():
-                    raise Cancelled("Probability computation cancelled.")
-                window = Window(col, row, min(block, src.width - col), min(block, src.height - row))
-                nodata = nodata_of(window)
-                for target, vrt in vrts.items():
-                    values = vrt.read(1, window=window)
-                    values[nodata] = PROBABILITY_AT_NODATA
-                    outs[target].write(np.clip(values, 0, 1)[None], window=window)
+
+class _RasterGridSink:
+    """Takes finished rows of the working grid, top to bottom, and writes every raster row they
+    determine: bilinear back to the raster's resolution, probability 1 where any band is nodata
+    (as FarmVibes). Keeps only the working rows later raster rows still need."""
+
+    def __init__(self, dst, factor, working_shape, nodata_of, rows_per_write=512):
+        self.dst, self.factor, self.nodata_of = dst, factor, nodata_of
+        self.working_height = working_shape[0]
+        self.rows = bilinear_sources(dst.height, factor, working_shape[0])
+        self.cols = bilinear_sources(dst.width, factor, working_shape[1])
+        self.kept, self.kept_top = np.empty((0, working_shape[1]), np.float32), 0
+        self.next_row, self.rows_per_write = 0, rows_per_write
+
+    def write(self, values, window):
+        """values (1, rows, working width): working-grid rows from window.row_off, in order."""
+        self.kept = np.concatenate([self.kept, values[0]])
+        finished = window.row_off + window.height
+        first, second, _ = self.rows
+        # Raster rows are final once the second source row of each has been received.
+        end = self.dst.height if finished >= self.working_height else int(np.searchsorted(second, finished))
+        for row in range(self.next_row, end, self.rows_per_write):
+            self._write_rows(row, min(row + self.rows_per_write, end))
+        self.next_row = max(self.next_row, end)
+        if self.next_row < self.dst.height:  # drop working rows no later raster row reads
+            drop = first[self.next_row] - self.kept_top
+            self.kept, self.kept_top = self.kept[drop:], self.kept_top + drop
+
+    def _write_rows(self, start, stop):
+        first, second, weight = (part[start:stop] for part in self.rows)
+        if self.factor == 1:
+            values = self.kept[first - self.kept_top, :self.dst.width].copy()
+        else:
+            above, below = self.kept[first - self.kept_top], self.kept[second - self.kept_top]
+            rows = above + (below - above) * weight[:, None]
+            left, right, col_weight = self.cols
+            values = rows[:, left]
+            values += (rows[:, right] - values) * col_weight
+        window = Window(0, start, self.dst.width, stop - start)
+        values[self.nodata_of(window)] = PROBABILITY_AT_NODATA
+        np.clip(values, 0, 1, out=values)
+        self.dst.write(values[None], window=window)

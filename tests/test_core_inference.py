@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 import rasterio
 from onnx_helpers import band_logit_model
+from rasterio.enums import Resampling
 from rasterio.transform import Affine
+from rasterio.warp import reproject
+from rasterio.windows import Window
 from shapely.geometry import box
 from stack_helpers import fixture_item, local_path
 
@@ -124,6 +127,34 @@ def test_downsampled_model_returns_to_the_raster_grid(gradient_stack, tmp_path):
     assert probability.shape == (100, 90)
     # a 30 m average of random DN: close to the sigmoid of the local mean, smooth at 10 m
     assert abs(probability.mean() - _expected(data).mean()) < 0.05
+
+
+def test_upsampling_streams_rows_and_matches_gdal_bilinear():
+    """Working-grid rows arrive in uneven strips; the raster rows written equal GDAL's bilinear."""
+    rng = np.random.default_rng(1)
+    working = rng.random((34, 30)).astype(np.float32)
+    raster_transform = Affine(10, 0, 500000, 0, -10, 5900000)
+    expected = np.zeros((100, 90), np.float32)
+    reproject(working, expected, src_transform=raster_transform * Affine.scale(3), dst_transform=raster_transform,
+              src_crs="EPSG:32629", dst_crs="EPSG:32629", resampling=Resampling.bilinear)
+
+    class Raster:
+        height, width = 100, 90
+        values = np.full((100, 90), np.nan, np.float32)
+
+        def write(self, values, window):
+            self.values[window.row_off:window.row_off + window.height, window.col_off:window.col_off + window.width] = values[0]
+
+    raster = Raster()
+    no_nodata = lambda window: np.zeros((window.height, window.width), bool)  # noqa: E731
+    sink = inference._RasterGridSink(raster, 3, working.shape, no_nodata, rows_per_write=7)
+    top, kept = 0, []
+    for count in (5, 1, 10, 3, 15):
+        sink.write(working[None, top:top + count], Window(0, top, 30, count))
+        top += count
+        kept.append(len(sink.kept))
+    np.testing.assert_allclose(raster.values, expected, atol=1e-6)  # every row written, none left NaN
+    assert max(kept[:-1]) <= 2  # between strips it keeps only the rows later raster rows need
 
 
 def test_one_pass_for_cloud_and_shadow_from_one_model(gradient_stack, tmp_path, monkeypatch):
