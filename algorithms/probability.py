@@ -57,8 +57,9 @@ def add_inference_parameters(algorithm):
                   "Read the raster once instead of chip by chip: faster for fast models, needs memory for the "
                   "whole raster at the model's resolution.")
     algorithm.add(QgsProcessingParameterNumber("BATCH_SIZE", algorithm.tr("Chips per batch"), INTEGER,
-                                               defaultValue=8, minValue=1),
-                  "Chips sent to the model at once.", advanced=True)
+                                               defaultValue=4, minValue=1),  # as core.inference.InferenceOptions
+                  "Chips sent to the model at once; larger batches need more memory and are rarely faster on a "
+                  "CPU.", advanced=True)
     algorithm.add(QgsProcessingParameterNumber("OVERLAP", algorithm.tr("Chip overlap (fraction)"), DOUBLE,
                                                optional=True, minValue=0.0, maxValue=0.5),
                   "Overlap between neighbouring chips, 0 to 0.5; empty: the model card's.", advanced=True, decimals=2)
