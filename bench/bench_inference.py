@@ -147,7 +147,7 @@ def csmask_seconds(image_hwc):
 
 def full_tile_memory():
     script = f"""
-import resource, sys, time
+import sys, time
 sys.path[:0] = {[str(REPO / '.build' / 'plugins')]!r}
 from pathlib import Path
 from s2masks.core import inference, models
@@ -156,7 +156,9 @@ out = Path('/tmp/s2masks-bench/prob'); out.mkdir(exist_ok=True)
 start = time.perf_counter()
 inference.compute_probabilities({str(FULL_TILE_STACK)!r}, {{'cloud': card, 'shadow': card}},
                                 {{'cloud': out / 'c.tif', 'shadow': out / 's.tif'}})
-print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# The child's own peak RSS in kB: its ru_maxrss would also count the parent's peak, kept across exec.
+peak_kb = next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM:'))
+print(time.perf_counter() - start, peak_kb)
 """
     seconds, rss = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                                   check=True).stdout.split()
