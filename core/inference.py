@@ -416,7 +416,7 @@ class _RasterGridSink:
     def _write_rows(self, start, stop):
         first, second, weight = (part[start:stop] for part in self.rows)
         if self.factor == 1:
-            values = self.kept[first - self.kept_top, :self.dst.width].copy()
+            values = self.kept[first - self.kept_top, :self.dst.width]  # a copy (fancy indexing)
         else:
             above, below = self.kept[first - self.kept_top], self.kept[second - self.kept_top]
             rows = above + (below - above) * weight[:, None]
