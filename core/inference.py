@@ -361,15 +361,15 @@ class _Strip:
         for target, probs in probabilities.items():
             self.sums[target][r0:r0 + rows, col:col + cols] += w * probs[:rows, :cols]
 
-    def flush(self, until, files, height):
-        """Writes rows [top, until): no later chip touches them."""
+    def flush(self, until, sinks, height):
+        """Hands rows [top, until) to each target's sink: no later chip touches them."""
         count = min(until, height) - self.top
         if count <= 0:
             return
         weight = np.maximum(self.weight[:count], 1e-12)
-        for target, handle in files.items():
+        for target, sink in sinks.items():
             values = self.sums[target][:count] / weight
-            handle.write(values[None], window=Window(0, self.top, self.weight.shape[1], count))
+            sink.write(values[None], window=Window(0, self.top, self.weight.shape[1], count))
         for rows in (*self.sums.values(), self.weight):  # shift up in place; numpy copes with the overlap
             rows[:-count] = rows[count:]
             rows[-count:] = 0
