@@ -2,12 +2,11 @@
 
 It owns what is the same everywhere: ids and groups, the icon, `createInstance`, help text
 built from one description plus one line per parameter (so the Toolbox help and
-`qgis_process help` never drift from the parameters), lazy imports of core/ that turn a
-missing package into an instruction, and the mapping of core errors to
-QgsProcessingException.
+`qgis_process help` never drift from the parameters), and the mapping of core errors to
+QgsProcessingException, a missing package included (core/ imports third-party packages only
+where it uses them, so the plugin loads without them and a run names the one it lacks).
 """
 
-import importlib
 import sys
 from pathlib import Path
 
@@ -15,10 +14,10 @@ from qgis.core import Qgis, QgsProcessingAlgorithm, QgsProcessingException
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
+from ..core import errors
 from .compat import mark_advanced
 
 ICON_PATH = Path(__file__).resolve().parent.parent / "resources" / "icon.svg"
-_CORE_PACKAGE = __package__.rsplit(".", 1)[0] + ".core"
 
 
 class S2MasksAlgorithm(QgsProcessingAlgorithm):
@@ -89,21 +88,14 @@ class S2MasksAlgorithm(QgsProcessingAlgorithm):
         return path
 
     # -- core access -----------------------------------------------------------------------
-    def core(self, module_name):
-        """Imports core.<module_name>; a missing package becomes an install instruction."""
-        try:
-            module = importlib.import_module(f"{_CORE_PACKAGE}.{module_name}")
-        except ModuleNotFoundError as err:
-            errors = importlib.import_module(f"{_CORE_PACKAGE}.errors")
-            raise QgsProcessingException(errors.missing_dependency_message(err.name)) from err
-        check_shapely_geos()
-        return module
-
     def run_core(self, function, *args, **kwargs):
-        """Calls into core/, turning its errors into messages the user can act on."""
-        errors = self.core("errors")
+        """Calls into core/, turning its errors into messages the user can act on: a missing
+        package becomes an install instruction."""
+        check_shapely_geos()
         try:
             return function(*args, **kwargs)
+        except ModuleNotFoundError as err:
+            raise QgsProcessingException(errors.missing_dependency_message(err.name)) from err
         except errors.Cancelled as err:
             raise QgsProcessingException(self.tr("Cancelled; nothing was written.")) from err
         except errors.S2MasksError as err:
@@ -129,10 +121,14 @@ def check_shapely_geos():
 
     A shapely wheel from PyPI bundles its own GEOS; inside QGIS the symbols resolve to
     QGIS's GEOS instead, and a different version silently returns empty or wrong geometry.
+    Without shapely there is nothing to check: the code that needs it names the package.
     """
     shapely = sys.modules.get("shapely")
     if shapely is None:
-        return
+        try:
+            import shapely
+        except ImportError:
+            return
     if not hasattr(shapely, "union_all"):
         raise QgsProcessingException(
             f"shapely {shapely.__version__} is too old; this plugin needs shapely 2. Install it with "

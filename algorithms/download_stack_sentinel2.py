@@ -12,6 +12,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..core import geometry, grid, records, stack
 from . import footprints, styles
 from .layers import load_on_completion
 from .base import S2MasksAlgorithm
@@ -57,16 +58,12 @@ class DownloadStackSentinel2(S2MasksAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("COUNT", self.tr("Acquisitions written")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        stack = self.core("stack")
-        records = self.core("records")
-        geometry = self.core("geometry")
-        grid = self.core("grid")
         items = [self.run_core(records.parse_item, item) for item in self._items(parameters, context, feedback)]
         if not items:
             raise QgsProcessingException("No products to download: the footprint layer is empty.")
-        area = self._area(parameters, context, feedback, items, geometry)
+        area = self._area(parameters, context, feedback, items)
         folder = Path(self.parameterAsString(parameters, "OUTPUT_FOLDER", context))
-        options = download_options(self, parameters, context, stack)
+        options = download_options(self, parameters, context)
         groups = stack.acquisition_groups(items)
         target_grid = self.run_core(grid.output_grid, area, output_crs(self, parameters, context))
         rasters, masks = [], []
@@ -91,7 +88,9 @@ class DownloadStackSentinel2(S2MasksAlgorithm):
     def _items(self, parameters, context, feedback):
         text = self.parameterAsString(parameters, "ITEM", context).strip()
         if text:
-            return [self._fetch_item(text) if text.startswith(("http://", "https://")) else _parse_json(text)]
+            if text.startswith(("http://", "https://")):
+                return [self.run_core(self._fetch_item, text)]  # run_core: requests may be missing
+            return [_parse_json(text)]
         source = self.parameterAsSource(parameters, "FOOTPRINTS", context)
         if source is None:
             raise QgsProcessingException("Give the selected footprints (FOOTPRINTS) or one STAC item (ITEM).")
@@ -107,12 +106,12 @@ class DownloadStackSentinel2(S2MasksAlgorithm):
         except (requests.RequestException, ValueError) as err:
             raise QgsProcessingException(f"Could not read the STAC item at {url}: {err}") from err
 
-    def _area(self, parameters, context, feedback, items, geometry):
+    def _area(self, parameters, context, feedback, items):
         if parameters.get("AREA") or parameters.get("EXTENT"):
             return self.run_core(geometry.area_from_geojson, area_geojson(self, parameters, context))
         feedback.pushWarning("No area given: the products' whole footprints are read. Give an extent or a "
                              "polygon layer to read only the pixels you need.")
-        return geometry.footprints_union(items)
+        return self.run_core(geometry.footprints_union, items)
 
 
 def _parse_json(text):

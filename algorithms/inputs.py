@@ -26,6 +26,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QDate, QDateTime, QTime
 
+from ..core import stack
 from .compat import DATE, DOUBLE, FOLDER_BEHAVIOUR, INTEGER, POLYGON_SOURCE
 
 EXTENT = "EXTENT"
@@ -211,9 +212,9 @@ def add_download_parameters(algorithm, pc_key_advanced=True):
     )
 
 
-def download_options(algorithm, parameters, context, stack_module):
+def download_options(algorithm, parameters, context):
     cache = algorithm.parameterAsFile(parameters, "CACHE_FOLDER", context)
-    return stack_module.StackOptions(
+    return stack.StackOptions(
         cache_dir=Path(cache) if cache else Path(tempfile.gettempdir()) / "s2masks-cache",
         resampling=RESAMPLING_METHODS[algorithm.parameterAsEnum(parameters, "RESAMPLING", context)],
         dl_timeout=algorithm.parameterAsDouble(parameters, "DL_TIMEOUT", context),
@@ -224,7 +225,7 @@ def download_options(algorithm, parameters, context, stack_module):
 def prepare_output_folders(algorithm, parameters, context, sink_keys=()):
     """Creates OUTPUT_FOLDER (checking it is writable) and the folders of file sinks, so that
     `OUTPUT_FOLDER=s2 FOOTPRINTS=s2/used.gpkg` works on the command line before s2 exists."""
-    algorithm.run_core(algorithm.core("stack").check_writable,
+    algorithm.run_core(stack.check_writable,
                        algorithm.parameterAsString(parameters, "OUTPUT_FOLDER", context))
     for key in sink_keys:
         value = parameters.get(key)

@@ -8,6 +8,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
 )
 
+from ..core import geometry, records, search, selection
 from . import footprints
 from .base import S2MasksAlgorithm
 from .compat import DOUBLE, INTEGER, POLYGON_SOURCE
@@ -60,10 +61,6 @@ class ListSentinel2Products(S2MasksAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("COUNT", self.tr("Number of products found")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        search = self.core("search")
-        records = self.core("records")
-        selection = self.core("selection")
-        geometry = self.core("geometry")
         area = self.run_core(geometry.area_from_geojson, area_geojson(self, parameters, context))
         start, end = date_range(self, parameters, context)
         self.run_core(search.validate_date_range, start, end)

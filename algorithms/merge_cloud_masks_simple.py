@@ -8,6 +8,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from ..core import cloudmask
 from . import styles
 from .base import S2MasksAlgorithm
 from .compat import DOUBLE, INTEGER
@@ -40,7 +41,6 @@ def add_merge_parameters(algorithm):
 
 
 def merge_options(algorithm, parameters, context):
-    cloudmask = algorithm.core("cloudmask")
     return cloudmask.MergeOptions(
         cloud_thr=algorithm.parameterAsDouble(parameters, "CLOUD_THR", context),
         shadow_thr=algorithm.parameterAsDouble(parameters, "SHADOW_THR", context),
@@ -79,7 +79,6 @@ class MergeCloudMasksSimple(S2MasksAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(name, self.tr(label)))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        cloudmask = self.core("cloudmask")
         sources = {key: self.raster_source(parameters, key, context) for key in
                    ("PRODUCT_MASK", "CLOUD_PROBABILITY", "SHADOW_PROBABILITY")}
         mask_path = self.tif_destination(parameters, "OUTPUT", context)

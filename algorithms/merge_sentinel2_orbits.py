@@ -6,6 +6,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
+from ..core import merge, stack
 from . import styles
 from .base import S2MasksAlgorithm
 from .compat import RASTER_LAYERS
@@ -35,8 +36,6 @@ class MergeSentinel2Orbits(S2MasksAlgorithm):
                  "The mosaicked product mask (Cloud-Optimized GeoTIFF).")
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        merge = self.core("merge")
-        stack = self.core("stack")
         rasters = [layer.source() for layer in self.parameterAsLayerList(parameters, "RASTERS", context)]
         masks = [layer.source() for layer in self.parameterAsLayerList(parameters, "MASKS", context)]
         raster_path = self.tif_destination(parameters, "OUTPUT", context)

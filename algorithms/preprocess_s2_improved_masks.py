@@ -16,6 +16,7 @@ from qgis.core import (
     QgsProcessingParameterFolderDestination,
 )
 
+from ..core import report
 from .base import S2MasksAlgorithm, run_child
 from .compat import NO_GEOMETRY, POLYGON_SOURCE, TABLE, make_field
 from .improve_cloud_mask import add_improve_parameters, improve
@@ -78,7 +79,6 @@ class PreprocessS2ImprovedMasks(S2MasksAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("COUNT", self.tr("Acquisitions written")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        report = self.core("report")
         prepare_output_folders(self, parameters, context, ("FOOTPRINTS", "STATISTICS"))
         steps = QgsProcessingMultiStepFeedback(2, feedback)
         preprocessed = run_child("s2masks:preprocesss2", parameters, context, steps)
@@ -108,7 +108,7 @@ class PreprocessS2ImprovedMasks(S2MasksAlgorithm):
             improved = improve(parameters, context, per_acquisition, raster, product_mask, {
                 "OUTPUT": f"{stem}_improved_mask.tif", "OUTPUT_CLASSES": f"{stem}_classes.tif",
                 "CLOUD_OUTPUT": f"{stem}_cloud.tif", "SHADOW_OUTPUT": f"{stem}_shadow.tif"})
-            row = self._statistics_row(report, raster, improved)
+            row = self._statistics_row(raster, improved)
             rows.append(row)
             sink.addFeature(_feature(fields, row), QgsFeatureSink.FastInsert)
             results["MASKS"].append(improved["OUTPUT"])
@@ -122,8 +122,8 @@ class PreprocessS2ImprovedMasks(S2MasksAlgorithm):
         _print_table(feedback, rows)
         return results
 
-    def _statistics_row(self, report, raster, improved):
-        origin = report.provenance(raster)
+    def _statistics_row(self, raster, improved):
+        origin = self.run_core(report.provenance, raster)
         row = {"date": origin["sensing_time"], "acquisition": Path(raster).stem, "platform": origin["platform"],
                "rel_orbit": origin["rel_orbit"], "tiles": ",".join(origin["tiles"]),
                "tile_count": len(origin["tiles"]), "raster": raster, "mask": improved["OUTPUT"]}

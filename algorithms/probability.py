@@ -13,6 +13,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from ..core import inference, models
 from . import styles
 from .base import S2MasksAlgorithm
 from .compat import DOUBLE, INTEGER
@@ -22,10 +23,7 @@ CUSTOM = "Custom ONNX file + model card"
 
 def model_choices(algorithm, target):
     """Installed cards for `target` (default first), then the custom choice."""
-    try:
-        return [card for card in algorithm.core("models").cards_for(target)]
-    except QgsProcessingException:
-        return []  # a missing package: the run will say which
+    return list(models.cards_for(target))
 
 
 def add_model_parameters(algorithm, target, prefix=""):
@@ -69,7 +67,6 @@ def add_inference_parameters(algorithm):
 
 
 def chosen_card(algorithm, parameters, context, target, cards, prefix=""):
-    models = algorithm.core("models")
     index = algorithm.parameterAsEnum(parameters, f"{prefix}MODEL", context)
     if index < len(cards):
         return cards[index]
@@ -85,7 +82,6 @@ def chosen_card(algorithm, parameters, context, target, cards, prefix=""):
 
 
 def inference_options(algorithm, parameters, context):
-    inference = algorithm.core("inference")
     overlap = None
     if parameters.get("OVERLAP") not in (None, ""):
         overlap = algorithm.parameterAsDouble(parameters, "OVERLAP", context)
@@ -118,7 +114,6 @@ class ComputeProbability(S2MasksAlgorithm):
 
 def run_models(algorithm, parameters, context, feedback, cards, output_keys):
     """Runs the cards over INPUT (one pass per distinct model); output_keys: {target: parameter}."""
-    inference = algorithm.core("inference")
     raster = algorithm.raster_source(parameters, "INPUT", context)
     outputs = {target: algorithm.tif_destination(parameters, key, context) for target, key in output_keys.items()}
     for target, card in cards.items():

@@ -8,6 +8,7 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
 )
 
+from ..core import geometry, records, selection
 from . import footprints
 from .base import S2MasksAlgorithm
 from .compat import POLYGON_SOURCE
@@ -41,9 +42,6 @@ class SelectNecessaryCoverageItems(S2MasksAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("DROPPED", self.tr("Acquisitions dropped")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        records = self.core("records")
-        selection = self.core("selection")
-        geometry = self.core("geometry")
         min_cover = self.parameterAsDouble(parameters, "MIN_TILE_COVER", context)
         max_tiles = None
         if parameters.get("MAX_TILES_PER_TIME") not in (None, ""):

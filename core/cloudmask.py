@@ -26,9 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import rasterio
-from rasterio.windows import Window
-from scipy import ndimage
 
 from .errors import Cancelled, InputError
 from .grid import Grid
@@ -43,7 +40,7 @@ _PRODUCT_CLOUD_CODES = (1, 2, 3)  # opaque, cirrus, saturated/defective
 _PRODUCT_SHADOW_CODE = 4
 _KNOWN_PRODUCT_CODES = tuple(MASK_CATEGORIES) + (MASK_NODATA,)
 _EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
-_FOUR_NEIGHBOURS = ndimage.generate_binary_structure(2, 1)
+_FOUR_NEIGHBOURS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)  # scipy's generate_binary_structure(2, 1)
 
 
 @dataclass(frozen=True)
@@ -100,6 +97,8 @@ def disk(radius):
 
 def dilate(mask, radius):
     """Binary dilation by disk(radius), as rows: one horizontal maximum per distinct half-width."""
+    from scipy import ndimage
+
     if radius == 0:
         return mask.copy()
     height, width = mask.shape
@@ -115,6 +114,8 @@ def dilate(mask, radius):
 
 
 def _drop_small(mask, min_area, structure):
+    from scipy import ndimage
+
     labels, count = ndimage.label(mask, structure=structure)
     if count == 0:
         return mask
@@ -140,6 +141,8 @@ def merge_arrays(product, cloud_prob, shadow_prob, options=MergeOptions()):
 
 def check_same_grid(named_paths):
     """Every raster on the first one's grid, or an error saying which differs and how."""
+    import rasterio
+
     reference_name, reference_path = named_paths[0]
     with rasterio.open(reference_path) as ref:
         expected = (ref.crs, ref.transform, ref.width, ref.height)
@@ -190,6 +193,8 @@ def merge_cloud_masks(product_mask, cloud_probability, shadow_probability, mask_
 
 def _stream(product_mask, cloud_probability, shadow_probability, work, options, block_size, progress,
             should_cancel):
+    import rasterio
+
     statistics = MaskStatistics()
     with rasterio.open(product_mask) as product, rasterio.open(cloud_probability) as cloud, \
             rasterio.open(shadow_probability) as shadow:
@@ -218,6 +223,8 @@ def _stream(product_mask, cloud_probability, shadow_probability, work, options, 
 
 def _with_halo(block, halo, width, height):
     """The block grown by `halo` (clipped to the raster) and the slices of the block inside it."""
+    from rasterio.windows import Window
+
     col0, row0 = max(0, block.col_off - halo), max(0, block.row_off - halo)
     col1 = min(width, block.col_off + block.width + halo)
     row1 = min(height, block.row_off + block.height + halo)

@@ -14,11 +14,6 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-import rasterio
-from rasterio.errors import RasterioIOError
-from rasterio.transform import Affine
-from rasterio.warp import transform_bounds
-from rasterio.windows import Window, from_bounds
 
 from .errors import S2MasksError
 
@@ -88,6 +83,10 @@ class WindowCache:
 
 def source_window(asset, block_bounds, block_crs, item_crs, margin):
     """The window of `asset` (a BandAsset) that covers a block, plus `margin` pixels, or None."""
+    from rasterio.transform import Affine
+    from rasterio.warp import transform_bounds
+    from rasterio.windows import Window, from_bounds
+
     transform = Affine(*asset.transform)
     rows, cols = asset.shape
     left, bottom, right, top = transform_bounds(block_crs, item_crs, *block_bounds, densify_pts=21)
@@ -103,6 +102,9 @@ def source_window(asset, block_bounds, block_crs, item_crs, margin):
 
 def read_window(href, window, expected_transform, label):
     """Reads one window of band 1 of a COG; errors name the asset."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
     try:
         with rasterio.open(_gdal_path(href)) as src:
             if expected_transform is not None and not src.transform.almost_equals(expected_transform):

@@ -7,9 +7,6 @@ area, so ratios of areas are ratios of real ground areas, across UTM zones alike
 """
 
 import numpy as np
-import pyproj
-import shapely
-from shapely.geometry import mapping, shape
 
 from .errors import InputError
 
@@ -23,6 +20,9 @@ def area_from_geojson(geometry):
     Repairs self-intersections (FarmVibes issue #194: a bow-tie polygon that failed
     forever) and refuses what has no area.
     """
+    import shapely
+    from shapely.geometry import shape
+
     try:
         geom = shape(geometry)
     except Exception as err:  # shapely raises several types for bad GeoJSON
@@ -47,6 +47,8 @@ def area_from_geojson(geometry):
 
 
 def _polygonal_part(geom):
+    import shapely
+
     if geom.geom_type in ("Polygon", "MultiPolygon"):
         return geom
     if geom.geom_type == "GeometryCollection":
@@ -59,6 +61,8 @@ class EqualAreaProjection:
     """Projects WGS84 geometries to metres, equal-area, centred on one area."""
 
     def __init__(self, area_wgs84):
+        import pyproj
+
         centre = area_wgs84.centroid
         self.crs = pyproj.CRS.from_proj4(
             f"+proj=laea +lat_0={centre.y:.6f} +lon_0={centre.x:.6f} +x_0=0 +y_0=0 +ellps=WGS84 +units=m"
@@ -66,6 +70,9 @@ class EqualAreaProjection:
         self._transformer = pyproj.Transformer.from_crs("EPSG:4326", self.crs, always_xy=True)
 
     def project(self, geometry_wgs84):
+        import shapely
+        from shapely.geometry import shape
+
         geom = geometry_wgs84 if hasattr(geometry_wgs84, "geom_type") else shape(geometry_wgs84)
         if not geom.is_valid:
             geom = shapely.make_valid(geom)
@@ -84,6 +91,9 @@ def search_geometry(area_wgs84, max_vertices=500):
     around it when even the hull is too detailed: supersets, so no scene is missed; the
     exact area is still used to measure coverage.
     """
+    import shapely
+    from shapely.geometry import mapping
+
     for simpler in (shapely.convex_hull, shapely.oriented_envelope):
         if shapely.get_num_coordinates(area_wgs84) <= max_vertices:
             break
@@ -93,4 +103,7 @@ def search_geometry(area_wgs84, max_vertices=500):
 
 def footprints_union(items):
     """The union of the items' footprints (WGS84): the area when the user gives none."""
+    import shapely
+    from shapely.geometry import shape
+
     return shapely.union_all([shape(item.footprint) for item in items])

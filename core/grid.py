@@ -1,17 +1,18 @@
 """The output grid: 10 m pixels aligned to the Sentinel-2 10 m grid, in the UTM zone that
 holds most of the area (or a projected CRS the user picks), clipped to the area's bounds."""
 
+from __future__ import annotations
+
 import math
 from dataclasses import dataclass
-
-import shapely
-from rasterio.crs import CRS
-from rasterio.transform import Affine
-from rasterio.warp import transform_geom
-from rasterio.windows import Window
+from typing import TYPE_CHECKING
 
 from .errors import InputError
 from .geometry import EqualAreaProjection
+
+if TYPE_CHECKING:
+    from rasterio.crs import CRS
+    from rasterio.transform import Affine
 
 PIXEL_SIZE = 10.0  # metres; Sentinel-2 tile origins are multiples of it, so edges line up
 
@@ -30,17 +31,23 @@ class Grid:
 
     def blocks(self, size):
         """Windows of at most size x size pixels covering the grid, row by row."""
+        from rasterio.windows import Window
+
         for row in range(0, self.height, size):
             for col in range(0, self.width, size):
                 yield Window(col, row, min(size, self.width - col), min(size, self.height - row))
 
     def sub_grid(self, window):
+        from rasterio.transform import Affine
+
         return Grid(self.crs, self.transform * Affine.translation(window.col_off, window.row_off),
                     int(window.width), int(window.height))
 
 
 def utm_epsg_for_area(area_wgs84):
     """EPSG code of the UTM zone holding the largest part of the area (north or south by its centre)."""
+    import shapely
+
     west, _, east, _ = area_wgs84.bounds
     projection = EqualAreaProjection(area_wgs84)
     best_zone, best_area = None, -1.0
@@ -59,6 +66,11 @@ def _zone(longitude):
 
 def output_grid(area_wgs84, crs=None, pixel_size=PIXEL_SIZE):
     """The grid covering the area's bounding box in `crs` (default: its UTM zone)."""
+    import shapely
+    from rasterio.crs import CRS
+    from rasterio.transform import Affine
+    from rasterio.warp import transform_geom
+
     crs = CRS.from_user_input(crs) if crs else CRS.from_epsg(utm_epsg_for_area(area_wgs84))
     if not crs.is_projected:
         raise InputError(

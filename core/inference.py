@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
-from rasterio.windows import Window
 
 from . import cogread
 from .errors import Cancelled, InputError
@@ -156,6 +154,8 @@ def blend_weights(chip):
 def compute_probabilities(raster_path, cards, outputs, options=InferenceOptions(), progress=None,
                           should_cancel=None, log=None, warn=None):
     """cards: {"cloud": card, "shadow": card}; outputs: {target: path}. Returns outputs."""
+    import rasterio
+
     progress = progress or (lambda fraction, message: None)
     should_cancel = should_cancel or (lambda: False)
     log = log or (lambda message: None)
@@ -242,6 +242,8 @@ class _Reader:
 
     def _read_rows(self, row, rows, rows_per_read=64):
         """Working-grid rows [row, row + rows), full width, as float32."""
+        from rasterio.windows import Window
+
         rows = min(rows, self.height - row)
         out = np.empty((len(self.bands), rows, self.width), dtype=np.float32)
         for start in range(0, rows, rows_per_read):  # bounds the 10 m intermediate of in_memory
@@ -317,6 +319,8 @@ def _predict(src, model, band_indexes, paths, options, progress, should_cancel):
 def _open_output(src, path, target):
     """A float32 probability GeoTIFF on the raster's grid: tiled, ZSTD with the float predictor,
     compressed on all cores."""
+    import rasterio
+
     dst = rasterio.open(path, "w", driver="GTiff", width=src.width, height=src.height, count=1, dtype="float32",
                         crs=src.crs, transform=src.transform, tiled=True, blockxsize=512, blockysize=512,
                         compress="ZSTD", zstd_level=1, predictor=3, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
@@ -363,6 +367,8 @@ class _Strip:
 
     def flush(self, until, sinks, height):
         """Hands rows [top, until) to each target's sink: no later chip touches them."""
+        from rasterio.windows import Window
+
         count = min(until, height) - self.top
         if count <= 0:
             return
@@ -414,6 +420,8 @@ class _RasterGridSink:
             self.kept, self.kept_top = self.kept[drop:], self.kept_top + drop
 
     def _write_rows(self, start, stop):
+        from rasterio.windows import Window
+
         first, second, weight = (part[start:stop] for part in self.rows)
         if self.factor == 1:
             values = self.kept[first - self.kept_top, :self.dst.width]  # a copy (fancy indexing)

@@ -13,11 +13,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import rasterio
-from rasterio.enums import Resampling
-from rasterio.transform import Affine
-from rasterio.vrt import WarpedVRT
-from rasterio.warp import transform_bounds
 
 from .errors import Cancelled, InputError
 from .grid import Grid
@@ -27,6 +22,10 @@ from .stack import MASK_NODATA, check_writable, describe_outputs, publish_cog
 
 def union_grid(paths, crs=None):
     """A 10 m grid over the union of the inputs, in `crs` or the first input's CRS."""
+    import rasterio
+    from rasterio.transform import Affine
+    from rasterio.warp import transform_bounds
+
     with rasterio.open(paths[0]) as first:
         crs = rasterio.crs.CRS.from_user_input(crs) if crs else first.crs
         size = abs(first.transform.a)
@@ -43,6 +42,8 @@ def union_grid(paths, crs=None):
 
 
 def check_inputs(rasters, masks):
+    import rasterio
+
     if not rasters:
         raise InputError("Give at least one stacked raster to merge.")
     if len(rasters) != len(masks):
@@ -54,6 +55,8 @@ def check_inputs(rasters, masks):
 
 
 def merge_stacks(rasters, masks, raster_path, mask_path, crs=None, block_size=1024, progress=None, should_cancel=None):
+    import rasterio
+
     progress = progress or (lambda fraction, message: None)
     should_cancel = should_cancel or (lambda: False)
     check_inputs(rasters, masks)
@@ -84,6 +87,8 @@ def merge_stacks(rasters, masks, raster_path, mask_path, crs=None, block_size=10
 
 
 def _provenance(rasters):
+    import rasterio
+
     products, baselines = [], []
     for path in rasters:
         with rasterio.open(path) as src:
@@ -94,6 +99,8 @@ def _provenance(rasters):
 
 
 def _merge_block(rasters, masks, grid, block):
+    from rasterio.enums import Resampling
+
     sub = grid.sub_grid(block)
     stack = np.zeros((len(S2_BANDS), sub.height, sub.width), dtype=np.uint16)
     mask = np.full((sub.height, sub.width), MASK_NODATA, dtype=np.uint8)
@@ -110,6 +117,9 @@ def _merge_block(rasters, masks, grid, block):
 
 
 def _read_onto(path, grid, resampling, nodata):
+    import rasterio
+    from rasterio.vrt import WarpedVRT
+
     with rasterio.open(path) as src, WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width,
                                                height=grid.height, resampling=resampling, nodata=nodata) as vrt:
         return vrt.read()

@@ -7,14 +7,14 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-import rasterio
-
 # Planetary Computer item ids: S2A_MSIL2A_20221005T115411_R023_T29UNU_20221005T164454
 _ITEM_ID = re.compile(r"^(S2[A-D])_MSIL2A_(\d{8}T\d{6})_R(\d{3})_T(\d{2}[A-Z]{3})_")
 
 
 def provenance(raster_path):
     """{"products", "tiles", "platform", "sensing_time", "rel_orbit"} from a stack's PRODUCTS tag."""
+    import rasterio
+
     with rasterio.open(raster_path) as src:
         products = [p for p in src.tags().get("PRODUCTS", "").split(",") if p]
     parsed = [match.groups() for match in map(_ITEM_ID.match, products) if match]

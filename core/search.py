@@ -8,14 +8,10 @@ Differences from FarmVibes' list_sentinel2_products_pc, on purpose:
 - nothing is downloaded per item (the absolute orbit comes from `s2:datatake_id`).
 """
 
+import functools
 import json
 import time
 from datetime import date, datetime, timezone
-
-import requests
-from pystac_client import Client
-from pystac_client.exceptions import APIError
-from pystac_client.stac_api_io import StacApiIO
 
 from .errors import Cancelled, InputError, SearchError
 
@@ -53,12 +49,29 @@ def stac_datetime(start, end):
     return f"{start.isoformat()}T00:00:00Z/{end.isoformat()}T23:59:59Z"
 
 
-class RetryingStacApiIO(StacApiIO):
+@functools.lru_cache(maxsize=None)
+def retrying_stac_api_io_class():
+    """RetryingStacApiIO, made on first use: its base class, StacApiIO, comes from pystac-client,
+    which is imported only when a search runs (the plugin loads without it)."""
+    from pystac_client.stac_api_io import StacApiIO
+
+    return type("RetryingStacApiIO", (_RetryPolicy, StacApiIO),
+                {"__module__": __name__, "__doc__": _RetryPolicy.__doc__})
+
+
+def __getattr__(name):
+    """`search.RetryingStacApiIO` still works; asking for it imports pystac-client."""
+    if name == "RetryingStacApiIO":
+        return retrying_stac_api_io_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _RetryPolicy:
     """StacApiIO with one retry policy for every request pystac-client makes.
 
     urllib3's retries do not cover a body cut short or a reply that is not JSON, and
     they end in messages a user cannot act on; this loop covers both and words the
-    final error.
+    final error. (The methods of RetryingStacApiIO, whose other base is StacApiIO.)
     """
 
     def __init__(self, timeout, attempts, backoff, headers=None, should_cancel=None):
@@ -68,6 +81,8 @@ class RetryingStacApiIO(StacApiIO):
         self.should_cancel = should_cancel or (lambda: False)
 
     def request(self, href, method=None, headers=None, parameters=None):
+        from pystac_client.exceptions import APIError
+
         for attempt in range(1, self.attempts + 1):
             if self.should_cancel():
                 raise Cancelled("Search cancelled.")
@@ -93,6 +108,8 @@ class RetryingStacApiIO(StacApiIO):
         )
 
     def _describe(self, err, status):
+        import requests
+
         if status is not None:
             body = str(err).strip().replace("\n", " ")
             return f"HTTP {status}" + (f" ({body[:200]})" if body else "")
@@ -134,13 +151,15 @@ def search_items(
 
     Returns the raw item dicts in the order the API gives them (every page is read).
     """
+    from pystac_client.exceptions import APIError
+
     log = log or (lambda message: None)
     should_cancel = should_cancel or (lambda: False)
     validate_date_range(start, end)
     if max_cloud_cover is not None and not 0 <= max_cloud_cover <= 100:
         raise InputError(f"The maximum cloud cover {max_cloud_cover} is not a percentage between 0 and 100.")
     headers = {"Ocp-Apim-Subscription-Key": pc_key} if pc_key else None
-    stac_io = RetryingStacApiIO(timeout, attempts, backoff, headers=headers, should_cancel=should_cancel)
+    stac_io = retrying_stac_api_io_class()(timeout, attempts, backoff, headers=headers, should_cancel=should_cancel)
     try:
         return _search(url, stac_io, collection, geometry, start, end, max_cloud_cover, page_size, log, should_cancel)
     except APIError as err:
@@ -173,6 +192,9 @@ def _search(url, stac_io, collection, geometry, start, end, max_cloud_cover, pag
 
 
 def _open_client(url, stac_io):
+    from pystac_client import Client
+    from pystac_client.exceptions import APIError
+
     try:
         # Client.open resets the IO's timeout to its own argument, so pass it again.
         client = Client.open(url, stac_io=stac_io, timeout=stac_io.timeout)

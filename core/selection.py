@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from math import comb
 from typing import Optional, Tuple
 
-import shapely
-
 from .errors import InputError
 from .geometry import EqualAreaProjection
 
@@ -62,6 +60,8 @@ class _Coverage:
         self._parts = {}
 
     def part(self, item):
+        import shapely
+
         if item.id not in self._parts:
             footprint = self.projection.project(item.footprint)
             # Disjoint shapes skip GEOS' intersection, which warns on their empty result.
@@ -70,6 +70,8 @@ class _Coverage:
         return self._parts[item.id]
 
     def fraction(self, items):
+        import shapely
+
         if not items:
             return 0.0
         union = shapely.union_all([self.part(item) for item in items])
@@ -170,6 +172,8 @@ def _smallest_cover(candidates, coverage, min_cover, limit):
 
 def _greedy_cover(candidates, coverage, min_cover, limit):
     """FarmVibes' rule: repeatedly take the tile adding the most uncovered area."""
+    import shapely
+
     chosen, remaining = [], list(candidates)
     while remaining and len(chosen) < limit:
         uncovered = shapely.difference(coverage.area, shapely.union_all([coverage.part(i) for i in chosen]))

@@ -6,10 +6,6 @@ layer saved today must still be usable tomorrow.
 
 import copy
 
-import planetary_computer
-import requests
-from planetary_computer.settings import Settings
-
 from .errors import SearchError
 
 
@@ -19,6 +15,8 @@ def configure(pc_key=None, sas_url=None):
     The package keeps these settings process-wide; an empty key means anonymous access.
     `sas_url` defaults to the PC_SDK_SAS_URL environment variable, else the public endpoint.
     """
+    from planetary_computer.settings import Settings
+
     settings = Settings.get()
     settings.subscription_key = pc_key or None
     if sas_url:
@@ -27,6 +25,10 @@ def configure(pc_key=None, sas_url=None):
 
 def sign_item(item, pc_key=None, sas_url=None):
     """A copy of the STAC item dict with every Azure Blob asset href signed."""
+    import planetary_computer
+    import requests
+    from planetary_computer.settings import Settings
+
     configure(pc_key, sas_url)
     try:
         return planetary_computer.sign(copy.deepcopy(item))
@@ -44,6 +46,9 @@ def sign_item(item, pc_key=None, sas_url=None):
 
 def sign_href(href, pc_key=None, sas_url=None, fresh=False):
     """One signed href; `fresh` drops cached tokens first (after a 403 on an expired token)."""
+    import planetary_computer
+    import requests
+
     configure(pc_key, sas_url)
     if fresh:
         from planetary_computer import sas

@@ -22,20 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
-import rasterio.shutil
-import shapely
-from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning
-from rasterio.transform import Affine
-from rasterio.warp import reproject
 
 from . import cogread, signing
 from .errors import Cancelled, InputError
 from .records import S2_BANDS
 from .selection import item_cover_fractions
 
-RESAMPLING = {"bilinear": Resampling.bilinear, "nearest": Resampling.nearest, "cubic": Resampling.cubic}
+RESAMPLING_METHODS = ("bilinear", "nearest", "cubic")  # rasterio.enums.Resampling members: see resampling()
 # Source pixels read beyond a block's edge so that the resampling kernel has its neighbours.
 MARGIN = {"nearest": 1, "bilinear": 2, "cubic": 3}
 REFLECTANCE_SCALE = 1e-4
@@ -76,6 +69,20 @@ class StackResult:
     valid_fraction: float
 
 
+def resampling(method):
+    """The rasterio Resampling member for one of RESAMPLING_METHODS."""
+    from rasterio.enums import Resampling
+
+    return Resampling[method]
+
+
+def __getattr__(name):
+    """`stack.RESAMPLING` (method -> rasterio Resampling) still works; asking for it imports rasterio."""
+    if name == "RESAMPLING":
+        return {method: resampling(method) for method in RESAMPLING_METHODS}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def scl_to_mask(scl):
     return _SCL_TO_MASK[scl]
 
@@ -95,6 +102,8 @@ def mosaic_order(items, area_wgs84):
 
 
 def check_items(items, area_wgs84):
+    import shapely
+
     for item in items:
         missing = [name for name in S2_BANDS + ("SCL",) if name not in item.bands]
         if missing:
@@ -127,8 +136,8 @@ def stack_acquisition(items, area_wgs84, grid, raster_path, mask_path, options, 
     """
     progress = progress or (lambda fraction, message: None)
     should_cancel = should_cancel or (lambda: False)
-    if options.resampling not in RESAMPLING:
-        raise InputError(f"Unknown resampling '{options.resampling}'; use one of {', '.join(RESAMPLING)}.")
+    if options.resampling not in RESAMPLING_METHODS:
+        raise InputError(f"Unknown resampling '{options.resampling}'; use one of {', '.join(RESAMPLING_METHODS)}.")
     check_items(items, area_wgs84)
     raster_path, mask_path = Path(raster_path), Path(mask_path)
     check_writable(raster_path.parent)
@@ -147,6 +156,8 @@ def stack_acquisition(items, area_wgs84, grid, raster_path, mask_path, options, 
 
 
 def _stream_blocks(grid, reader, raster_tmp, mask_tmp, options, progress, should_cancel):
+    import rasterio
+
     blocks = list(grid.blocks(options.block_size))
     names = S2_BANDS + ("SCL",)
     total, done, valid_pixels = len(blocks) * len(names), 0, 0
@@ -210,6 +221,11 @@ class _BandReader:
         return out
 
     def _resampled(self, item, name, block_grid, method, dtype):
+        import rasterio.crs
+        from rasterio.errors import NotGeoreferencedWarning
+        from rasterio.transform import Affine
+        from rasterio.warp import reproject
+
         asset = item.bands[name]
         item_crs = rasterio.crs.CRS.from_epsg(item.epsg)
         window = cogread.source_window(asset, block_grid.bounds, block_grid.crs, item_crs, MARGIN[method])
@@ -222,10 +238,12 @@ class _BandReader:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             reproject(raw, destination, src_transform=window_transform, src_crs=item_crs, src_nodata=0,
                       dst_transform=block_grid.transform, dst_crs=block_grid.crs, dst_nodata=0,
-                      resampling=RESAMPLING[method])
+                      resampling=resampling(method))
         return destination
 
     def _raw_window(self, item, name, window):
+        from rasterio.transform import Affine
+
         asset = item.bands[name]
         cached = self.cache.get(asset.href, window)
         if cached is not None:
@@ -257,6 +275,8 @@ def _is_signable(href):
 
 def describe_outputs(raster_tmp, mask_tmp, products, baselines):
     """Band names, reflectance scale, provenance tags, mask palette and class names."""
+    import rasterio
+
     with rasterio.open(raster_tmp, "r+") as raster:
         for index, name in enumerate(S2_BANDS, start=1):
             raster.set_band_description(index, name)
@@ -276,6 +296,7 @@ def describe_outputs(raster_tmp, mask_tmp, products, baselines):
 def describe_classes(path, description, categories, nodata_code=None, **tags):
     """Band description, palette, a CODES tag and GDAL category names (QGIS and gdalinfo show
     the class labels) of a one-band class raster; categories maps code -> (label, (r, g, b))."""
+    import rasterio
     from osgeo import gdal
 
     codes = "; ".join(f"{code}={label}" for code, (label, _) in categories.items())
@@ -295,6 +316,9 @@ def describe_classes(path, description, categories, nodata_code=None, **tags):
 
 def publish_cog(source, target, overview_resampling):
     """Converts to a COG next to the target, then renames: readers never see a partial file."""
+    import rasterio
+    import rasterio.shutil
+
     partial = target.with_name(f".{target.name}.partial")
     try:
         with rasterio.Env(GDAL_CACHEMAX=cogread.BLOCK_CACHE_BYTES):
