@@ -28,17 +28,17 @@ if _NEW_ENUMS:
     RASTER_LAYERS = Qgis.ProcessingSourceType.Raster
     TABLE = Qgis.ProcessingSourceType.Vector
 else:
-    POLYGON_SOURCE = QgsProcessing.TypeVectorPolygon
-    DATE = QgsProcessingParameterDateTime.Date
-    DOUBLE = QgsProcessingParameterNumber.Double
-    INTEGER = QgsProcessingParameterNumber.Integer
-    FLAG_ADVANCED = QgsProcessingParameterDefinition.FlagAdvanced
-    FOLDER_BEHAVIOUR = QgsProcessingParameterFile.Folder
-    RASTER_LAYERS = QgsProcessing.TypeRaster
-    TABLE = QgsProcessing.TypeVector
+    POLYGON_SOURCE = QgsProcessing.SourceType.TypeVectorPolygon
+    DATE = QgsProcessingParameterDateTime.Type.Date
+    DOUBLE = QgsProcessingParameterNumber.Type.Double
+    INTEGER = QgsProcessingParameterNumber.Type.Integer
+    FLAG_ADVANCED = QgsProcessingParameterDefinition.Flag.FlagAdvanced
+    FOLDER_BEHAVIOUR = QgsProcessingParameterFile.Behavior.Folder
+    RASTER_LAYERS = QgsProcessing.SourceType.TypeRaster
+    TABLE = QgsProcessing.SourceType.TypeVector
 
 # Qgis.WkbType from QGIS 3.30 on
-NO_GEOMETRY = Qgis.WkbType.NoGeometry if hasattr(Qgis, "WkbType") else QgsWkbTypes.NoGeometry
+NO_GEOMETRY = Qgis.WkbType.NoGeometry if hasattr(Qgis, "WkbType") else QgsWkbTypes.Type.NoGeometry
 
 # QgsField takes QMetaType from QGIS 3.38 on; QVariant types before (and Qt 6 has no QVariant.Type).
 _QMETATYPE_FIELDS = Qgis.versionInt() >= 33800

@@ -31,7 +31,7 @@ SELECTION_FIELDS = (
     ("pass_order", int),  # 1 = the chosen tile covering most of the area
     ("pass_cover", float),  # fraction of the area the acquisition's chosen tiles cover
 )
-GEOMETRY_TYPE = QgsWkbTypes.MultiPolygon
+GEOMETRY_TYPE = QgsWkbTypes.Type.MultiPolygon
 
 
 def fields(with_selection=False):

@@ -92,7 +92,7 @@ class ListSentinel2Products(S2MasksAlgorithm):
             raise QgsProcessingException(f"Could not create the output layer {parameters.get('OUTPUT')!r}.")
         for item, record in zip(items, parsed):
             sink.addFeature(footprints.make_feature(layer_fields, item, record, covers[record.id]),
-                            QgsFeatureSink.FastInsert)
+                            QgsFeatureSink.Flag.FastInsert)
         if not items:
             feedback.pushWarning(
                 f"No Sentinel-2 L2A product found for {start} .. {end} over this area"

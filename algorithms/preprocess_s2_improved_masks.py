@@ -110,7 +110,7 @@ class PreprocessS2ImprovedMasks(S2MasksAlgorithm):
                 "CLOUD_OUTPUT": f"{stem}_cloud.tif", "SHADOW_OUTPUT": f"{stem}_shadow.tif"})
             row = self._statistics_row(raster, improved)
             rows.append(row)
-            sink.addFeature(_feature(fields, row), QgsFeatureSink.FastInsert)
+            sink.addFeature(_feature(fields, row), QgsFeatureSink.Flag.FastInsert)
             results["MASKS"].append(improved["OUTPUT"])
             results["CLASSES"].append(improved["OUTPUT_CLASSES"])
             group = f"{row['date'][:10]} {row['acquisition']}"

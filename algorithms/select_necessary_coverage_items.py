@@ -69,7 +69,7 @@ class SelectNecessaryCoverageItems(S2MasksAlgorithm):
             for order, record in enumerate(result.selected, start=1):
                 feature = footprints.make_feature(layer_fields, by_id[record.id], record, covers[record.id],
                                                   {"pass_order": order, "pass_cover": result.cover})
-                sink.addFeature(feature, QgsFeatureSink.FastInsert)
+                sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert)
         kept = sum(1 for result in results if result.selected)
         dropped = len(results) - kept
         if not kept:

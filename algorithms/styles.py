@@ -12,7 +12,7 @@ from qgis.PyQt.QtGui import QColor
 
 # True colour stretch: reflectance 0 .. 0.25 (DN 0 .. 2500), the same for every date.
 TRUE_COLOUR_MAX_REFLECTANCE = 0.25
-_FLOAT_TYPES = (Qgis.Float32, Qgis.Float64)
+_FLOAT_TYPES = (Qgis.DataType.Float32, Qgis.DataType.Float64)
 
 
 def write_true_colour_style(raster_path):
@@ -27,7 +27,7 @@ def write_true_colour_style(raster_path):
         enhancement = QgsContrastEnhancement(provider.dataType(band))
         enhancement.setMinimumValue(0)
         enhancement.setMaximumValue(TRUE_COLOUR_MAX_REFLECTANCE / (1 if scaled else provider.bandScale(band)))
-        enhancement.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
+        enhancement.setContrastEnhancementAlgorithm(QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum)
         setter(enhancement)
     layer.setRenderer(renderer)
     _save(layer, raster_path)
@@ -55,7 +55,7 @@ def write_probability_style(raster_path):
 
     layer = QgsRasterLayer(str(raster_path), "probability")
     ramp = QgsColorRampShader(0.0, 1.0)
-    ramp.setColorRampType(QgsColorRampShader.Interpolated)
+    ramp.setColorRampType(QgsColorRampShader.Type.Interpolated)
     ramp.setColorRampItemList([
         QgsColorRampShader.ColorRampItem(0.0, QColor(43, 131, 186), "0 (clear)"),
         QgsColorRampShader.ColorRampItem(0.5, QColor(255, 255, 191), "0.5"),

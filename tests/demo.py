@@ -115,7 +115,7 @@ def render_montage(rows, target, size=360):
     from qgis.PyQt.QtGui import QColor, QImage, QPainter
 
     header, gap = 24, 10
-    montage = QImage(len(PANELS) * (size + gap) - gap, len(rows) * (size + header + gap), QImage.Format_RGB32)
+    montage = QImage(len(PANELS) * (size + gap) - gap, len(rows) * (size + header + gap), QImage.Format.Format_RGB32)
     montage.fill(QColor(255, 255, 255))
     painter = QPainter(montage)
     for row_index, (label, paths) in enumerate(rows):
