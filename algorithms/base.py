@@ -15,9 +15,20 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..core import errors
+from . import packages
 from .compat import mark_advanced
 
-ICON_PATH = Path(__file__).resolve().parent.parent / "resources" / "icon.svg"
+PLUGIN_DIR = Path(__file__).resolve().parent.parent
+ICON_PATH = PLUGIN_DIR / "resources" / "icon.svg"
+_all_packages_present = False  # once they are all there, they stay: no need to look again
+
+
+def plugin_metadata(key: str) -> str:
+    """A value of metadata.txt's [general] section ('' when absent)."""
+    for line in (PLUGIN_DIR / "metadata.txt").read_text(encoding="utf-8").splitlines():
+        if line.startswith(f"{key}="):
+            return line.split("=", 1)[1].strip()
+    return ""
 
 
 class S2MasksAlgorithm(QgsProcessingAlgorithm):
@@ -25,6 +36,8 @@ class S2MasksAlgorithm(QgsProcessingAlgorithm):
     DISPLAY_NAME = ""
     GROUP = "Sentinel-2 steps"
     DESCRIPTION = ""  # one paragraph; parameter lines are appended to it
+    HELP_SECTION = ""  # the README heading that documents it (default: DISPLAY_NAME)
+    NEEDS_PACKAGES = True  # False for the algorithms that install and check the packages
 
     def __init__(self):
         super().__init__()
@@ -52,6 +65,23 @@ class S2MasksAlgorithm(QgsProcessingAlgorithm):
     def tr(self, text):
         return QCoreApplication.translate("S2Masks", text)
 
+    def helpUrl(self):  # noqa: N802
+        """The README section for this algorithm, on the project's home page."""
+        heading = self.HELP_SECTION or self.DISPLAY_NAME
+        anchor = "".join(c for c in heading.lower() if c.isalnum() or c in " -").replace(" ", "-")
+        return f"{plugin_metadata('homepage')}#{anchor}"
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        """Refuses to start, before any network call or write, when packages are missing: all of
+        them are named at once, with the installer to run."""
+        global _all_packages_present
+        if self.NEEDS_PACKAGES and not _all_packages_present:
+            needed = packages.missing()
+            if needed:
+                return False, packages.missing_message(needed)
+            _all_packages_present = True
+        return super().checkParameterValues(parameters, context)
+
     # -- parameters and help ---------------------------------------------------------------
     def add(self, parameter, help_text, advanced=False, decimals=None):
         """Adds a parameter together with its line of help."""
@@ -65,12 +95,11 @@ class S2MasksAlgorithm(QgsProcessingAlgorithm):
 
     def shortHelpString(self):  # noqa: N802
         # Plain lines: the Toolbox turns each into a paragraph, qgis_process prints them as they are.
-        lines = [self.tr(self.DESCRIPTION), "", self.tr("Parameters:")]
-        for parameter in self.parameterDefinitions():
-            text = self._parameter_help.get(parameter.name())
-            if text:
-                lines.append(f"- {parameter.description()} ({parameter.name()}): {self.tr(text)}")
-        return "\n".join(lines)
+        lines = [f"- {parameter.description()} ({parameter.name()}): {self.tr(self._parameter_help[parameter.name()])}"
+                 for parameter in self.parameterDefinitions() if self._parameter_help.get(parameter.name())]
+        if lines:
+            lines = ["", self.tr("Parameters:")] + lines
+        return "\n".join([self.tr(self.DESCRIPTION)] + lines)
 
     # -- raster inputs and outputs -----------------------------------------------------------
     def raster_source(self, parameters, key, context):
@@ -95,7 +124,9 @@ class S2MasksAlgorithm(QgsProcessingAlgorithm):
         try:
             return function(*args, **kwargs)
         except ModuleNotFoundError as err:
-            raise QgsProcessingException(errors.missing_dependency_message(err.name)) from err
+            needed = packages.missing()
+            message = packages.missing_message(needed) if needed else errors.missing_dependency_message(err.name)
+            raise QgsProcessingException(message) from err
         except errors.Cancelled as err:
             raise QgsProcessingException(self.tr("Cancelled; nothing was written.")) from err
         except errors.S2MasksError as err:
@@ -119,9 +150,11 @@ def run_child(child_id, parameters, context, feedback, **extra):
 def check_shapely_geos():
     """Refuses a shapely whose GEOS differs from QGIS's.
 
-    A shapely wheel from PyPI bundles its own GEOS; inside QGIS the symbols resolve to
-    QGIS's GEOS instead, and a different version silently returns empty or wrong geometry.
-    Without shapely there is nothing to check: the code that needs it names the package.
+    A shapely wheel from PyPI bundles its own GEOS. On Linux one process has one set of GEOS
+    symbols, so inside QGIS they resolve to QGIS's GEOS, and a different version silently
+    returns empty or wrong geometry. Windows and macOS resolve each library's symbols apart,
+    so there only shapely 2 is required. Without shapely there is nothing to check: the code
+    that needs it names the package.
     """
     shapely = sys.modules.get("shapely")
     if shapely is None:
@@ -136,11 +169,12 @@ def check_shapely_geos():
             "or use your distribution's python3-shapely if it is version 2."
         )
     qgis_geos = (Qgis.geosVersionMajor(), Qgis.geosVersionMinor())
-    if tuple(shapely.geos_version[:2]) != qgis_geos:
+    if sys.platform.startswith("linux") and tuple(shapely.geos_version[:2]) != qgis_geos:
         raise QgsProcessingException(
             f"The installed shapely {shapely.__version__} uses GEOS "
             f"{'.'.join(map(str, shapely.geos_version))} but QGIS uses GEOS {Qgis.geosVersion()}; mixing "
-            "two GEOS versions in one process gives wrong geometry. Install shapely built against "
-            "QGIS's GEOS: your distribution's package (python3-shapely, OSGeo4W or conda shapely), or "
+            "two GEOS versions in one process gives wrong geometry. Install shapely built for QGIS's "
+            f"GEOS: remove shapely from {packages.profile_prefix()} and run 'Install dependencies', which "
+            "picks the matching wheel; or your distribution's python3-shapely; or "
             "python3 -m pip install --no-binary shapely 'shapely>=2' (needs the GEOS headers, e.g. libgeos-dev)."
         )

@@ -97,6 +97,7 @@ class ComputeProbability(S2MasksAlgorithm):
     """One probability raster (cloud or shadow) from a stacked raster."""
 
     TARGET = ""
+    HELP_SECTION = "Compute cloud and shadow probability"
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add(QgsProcessingParameterRasterLayer("INPUT", self.tr("Stacked Sentinel-2 raster")),

@@ -1,16 +1,16 @@
 """The Processing provider: id `s2masks`, one plain list of algorithms."""
 
-from pathlib import Path
-
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .base import ICON_PATH
+from .base import ICON_PATH, plugin_metadata
+from .check_dependencies import CheckDependencies
 from .compute_cloud_prob import ComputeCloudProb
 from .compute_cloud_shadow_prob import ComputeCloudShadowProb
 from .compute_shadow_prob import ComputeShadowProb
 from .download_stack_sentinel2 import DownloadStackSentinel2
 from .improve_cloud_mask import ImproveCloudMask
+from .install_dependencies import InstallDependencies
 from .list_sentinel2_products import ListSentinel2Products
 from .merge_cloud_masks_simple import MergeCloudMasksSimple
 from .merge_sentinel2_orbits import MergeSentinel2Orbits
@@ -20,15 +20,7 @@ from .select_necessary_coverage_items import SelectNecessaryCoverageItems
 
 ALGORITHMS = (ListSentinel2Products, SelectNecessaryCoverageItems, DownloadStackSentinel2, MergeSentinel2Orbits,
               ComputeCloudProb, ComputeShadowProb, ComputeCloudShadowProb, MergeCloudMasksSimple, PreprocessS2,
-              ImproveCloudMask, PreprocessS2ImprovedMasks)
-
-
-def plugin_version():
-    metadata = Path(__file__).resolve().parent.parent / "metadata.txt"
-    for line in metadata.read_text(encoding="utf-8").splitlines():
-        if line.startswith("version="):
-            return line.split("=", 1)[1].strip()
-    return ""
+              ImproveCloudMask, PreprocessS2ImprovedMasks, InstallDependencies, CheckDependencies)
 
 
 class S2MasksProvider(QgsProcessingProvider):
@@ -39,13 +31,13 @@ class S2MasksProvider(QgsProcessingProvider):
         return "Sentinel-2 improved masks"
 
     def longName(self):  # noqa: N802
-        return f"Sentinel-2 improved masks {plugin_version()}"
+        return f"Sentinel-2 improved masks {plugin_metadata('version')}"
 
     def icon(self):
         return QIcon(str(ICON_PATH))
 
     def versionInfo(self):  # noqa: N802
-        return plugin_version()
+        return plugin_metadata("version")
 
     def loadAlgorithms(self):  # noqa: N802
         for algorithm in ALGORITHMS:

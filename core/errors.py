@@ -38,14 +38,16 @@ _INSTALL_HINTS = {
 
 
 def missing_dependency_message(module_name):
-    """How to install the Python package that provides `module_name`."""
+    """What to do when the Python package that provides `module_name` cannot be imported."""
     top = (module_name or "").split(".")[0]
     pip_name, apt_name = _INSTALL_HINTS.get(top, (top, None))
     lines = [
-        f"The Python package '{pip_name}' is not installed in the Python that QGIS uses.",
-        f"Install it into QGIS's Python, then restart QGIS: python3 -m pip install '{pip_name}'",
+        f"The Python package '{pip_name}' cannot be imported in the Python that QGIS uses.",
+        "Run the plugin's installer: Processing Toolbox > Sentinel-2 improved masks > Setup > Install "
+        "dependencies (or qgis_process run s2masks:installdependencies), then run this again.",
+        f"By hand, with QGIS's Python: python3 -m pip install '{pip_name}'",
     ]
     if apt_name:
         lines.append(f"On Debian/Ubuntu you can also use: sudo apt install {apt_name}")
-    lines.append("On Windows, run the pip command in the OSGeo4W Shell. See the plugin README.")
+    lines.append("See the plugin README, 'Installing in QGIS'.")
     return "\n".join(lines)

@@ -11,7 +11,8 @@ import s2masks
 ALGORITHM_IDS = {"s2masks:listsentinel2products", "s2masks:selectnecessarycoverageitems",
                  "s2masks:downloadstacksentinel2", "s2masks:mergesentinel2orbits", "s2masks:preprocesss2",
                  "s2masks:computecloudprob", "s2masks:computeshadowprob", "s2masks:computecloudshadowprob",
-                 "s2masks:mergecloudmaskssimple", "s2masks:improvecloudmask", "s2masks:preprocesss2improvedmasks"}
+                 "s2masks:mergecloudmaskssimple", "s2masks:improvecloudmask", "s2masks:preprocesss2improvedmasks",
+                 "s2masks:installdependencies", "s2masks:checkdependencies"}
 
 
 def test_class_factory_accepts_no_iface(qgis_processing):
@@ -41,7 +42,7 @@ def test_init_gui_registers_the_provider_once(qgis_processing, qgis_iface):
 def test_help_lists_every_parameter(s2masks_provider):
     for algorithm in s2masks_provider.algorithms():
         help_text = algorithm.shortHelpString()
-        assert "FarmVibes op" in help_text or "FarmVibes workflow" in help_text
+        assert "FarmVibes op" in help_text or "FarmVibes workflow" in help_text or algorithm.group() == "Setup"
         for parameter in algorithm.parameterDefinitions():
             assert f"({parameter.name()})" in help_text, (algorithm.id(), parameter.name())
         assert algorithm.displayName()[0].isupper() and "_" not in algorithm.displayName()
@@ -90,3 +91,60 @@ def test_shapely_with_another_geos_is_refused(s2masks_provider, monkeypatch, pc_
             "EXTENT": "10,11,50,51 [EPSG:4326]", "START_DATE": "2024-04-01", "END_DATE": "2024-04-30",
             "STAC_URL": pc_double.url, "OUTPUT": "memory:"})
     assert pc_double.requests == []
+
+
+def test_every_algorithm_links_to_its_readme_section(s2masks_provider):
+    import re
+
+    from conftest import REPO
+
+    anchors = {"".join(c for c in line[4:].strip().lower() if c.isalnum() or c in " -").replace(" ", "-")
+               for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines() if line.startswith("### ")}
+    for algorithm in s2masks_provider.algorithms():
+        url = algorithm.helpUrl()
+        assert re.match(r"^https://github\.com/[^#]+#[a-z0-9-]+$", url), url
+        assert url.split("#")[1] in anchors, (algorithm.id(), url)
+
+
+def test_missing_packages_are_all_named_before_anything_runs(s2masks_provider, monkeypatch, pc_double, tmp_path):
+    import processing
+
+    from s2masks.algorithms import base, packages
+    from s2masks.core.dependencies import Missing, Requirement
+
+    needed = [Missing(Requirement("onnxruntime", "1.16"), None), Missing(Requirement("shapely", "2.0"), "1.8.5")]
+    monkeypatch.setattr(packages, "missing", lambda: needed)
+    monkeypatch.setattr(base, "_all_packages_present", False)
+    target = tmp_path / "out"
+    with pytest.raises(QgsProcessingException) as error:
+        processing.run("s2masks:preprocesss2", {
+            "EXTENT": "-8.74,-8.62,53.09,53.16 [EPSG:4326]", "START_DATE": "2022-10-01", "END_DATE": "2022-10-10",
+            "STAC_URL": pc_double.url, "OUTPUT_FOLDER": str(target), "FOOTPRINTS": "memory:"})
+    message = str(error.value)
+    assert "onnxruntime 1.16 or newer (not installed, about 29 MB)" in message
+    assert "shapely 2.0 or newer (1.8.5 installed" in message
+    assert "Install dependencies" in message and "qgis_process run s2masks:installdependencies" in message
+    assert pc_double.requests == [] and not target.exists()
+    # the installer and the check still run without the packages
+    assert not QgsApplication.processingRegistry().algorithmById("s2masks:installdependencies").NEEDS_PACKAGES
+
+
+def test_plugin_load_puts_the_profile_packages_first_on_sys_path(qgis_processing, monkeypatch):
+    import importlib
+
+    from s2masks.algorithms import packages
+
+    prefix = packages.profile_prefix()
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    site = prefix / "lib" / version / "site-packages"
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "s2masks_profile_probe.py").write_text("WHERE = 'profile'\n")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    try:
+        plugin = s2masks.classFactory(None)
+        assert sys.path[0] == str(site)
+        assert importlib.import_module("s2masks_profile_probe").WHERE == "profile"
+        plugin.unload()
+    finally:
+        sys.modules.pop("s2masks_profile_probe", None)
+        (site / "s2masks_profile_probe.py").unlink()

@@ -90,3 +90,18 @@ def test_run_preprocess_writes_and_reports_rasters_and_masks(enabled_env, pc_dou
     assert raster.exists() and mask.exists()
     assert str(raster) in result.stdout and str(mask) in result.stdout
     assert "COUNT:\t1" in result.stdout
+
+
+def test_check_dependencies_finds_shapely_and_rasterio_agree_with_qgis(enabled_env):
+    """Inside qgis_process, where QGIS's own GEOS and GDAL are loaded: same geometry, same pixels."""
+    result = qgis_process(enabled_env, "run", "s2masks:checkdependencies")
+    assert "Does shapely give the same geometry as QGIS's GEOS? yes" in result.stdout
+    assert "Does a GeoTIFF written by rasterio read back the same in QGIS? yes" in result.stdout
+    assert "ukis-csmask 1." in result.stdout
+
+
+def test_install_dependencies_with_nothing_missing_installs_nothing(enabled_env):
+    result = qgis_process(enabled_env, "run", "s2masks:installdependencies")
+    assert "nothing to install" in result.stdout
+    profile = enabled_env["QGIS_CUSTOM_CONFIG_PATH"]
+    assert f"FOLDER:\t{profile}/profiles/default/python/dependencies/s2masks/python3." in result.stdout

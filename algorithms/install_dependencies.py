@@ -1,0 +1,55 @@
+"""Install dependencies: pip installs the plugin's missing Python packages into the QGIS profile."""
+
+from qgis.core import QgsProcessingException, QgsProcessingOutputFolder, QgsProcessingOutputString
+
+from ..core import dependencies
+from . import packages
+from .base import S2MasksAlgorithm
+
+
+class InstallDependencies(S2MasksAlgorithm):
+    NAME = "installdependencies"
+    DISPLAY_NAME = "Install dependencies"
+    GROUP = "Setup"
+    NEEDS_PACKAGES = False
+    DESCRIPTION = (
+        "Installs the Python packages the plugin needs and this QGIS's Python lacks (or has too old), "
+        "all at once, with QGIS's own Python and pip, into a folder of the current QGIS profile "
+        "(python/dependencies/s2masks/python3.X): never into QGIS's own packages, kept across plugin "
+        "upgrades, one per profile. Every compiled package QGIS's Python already has (numpy, GDAL, "
+        "pyproj, ...) is pinned, so pip never replaces it; on Linux shapely and rasterio come in the "
+        "version built for QGIS's own GEOS and GDAL. pip's output is shown in the log. Needs internet "
+        "access to the Python Package Index (about 260 MB for everything). Run 'Check dependencies' "
+        "afterwards to see that the packages work together with QGIS."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addOutput(QgsProcessingOutputFolder("FOLDER", self.tr("Folder of the plugin's packages")))
+        self.addOutput(QgsProcessingOutputString("INSTALLED", self.tr("Packages installed")))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        prefix = packages.profile_prefix()
+        needed = packages.missing()
+        if not needed:
+            feedback.pushInfo(self.tr("Every package the plugin needs is already there; nothing to install."))
+            return {"FOLDER": str(prefix), "INSTALLED": ""}
+        feedback.pushInfo(self.tr("Missing or too old:"))
+        for entry in needed:
+            feedback.pushInfo(f"  {entry.describe()}")
+        try:
+            specs = dependencies.install_specs(needed, library_versions=packages.library_versions())
+            python = dependencies.find_python()
+            if dependencies.pip_version(python) is None:
+                raise dependencies.DependencyError(dependencies.no_pip_message(python))
+            feedback.pushInfo(self.tr("Installing into {} with {}").format(prefix, python))
+            dependencies.install(specs, prefix, python, log=feedback.pushConsoleInfo, cancelled=feedback.isCanceled)
+        except dependencies.DependencyError as err:
+            raise QgsProcessingException(str(err)) from err
+        still = packages.missing()
+        if still:
+            raise QgsProcessingException(
+                self.tr("pip finished, but these are still missing: {}. See pip's output above.").format(
+                    ", ".join(entry.describe() for entry in still)))
+        feedback.pushInfo(self.tr("Installed: {}. Restart QGIS if the plugin was used before in this session.").format(
+            ", ".join(specs)))
+        return {"FOLDER": str(prefix), "INSTALLED": ", ".join(specs)}
