@@ -53,6 +53,9 @@ class OnnxModel:
     """An onnxruntime session checked against its card."""
 
     def __init__(self, card, threads=0):
+        # onnxruntime 1.2x on Linux writes a device id under ~/.cache/Microsoft and would send
+        # usage telemetry; a plugin has no business doing either on the user's behalf.
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         import onnxruntime
 
         self.card = card
