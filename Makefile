@@ -38,6 +38,7 @@ $(SETUP_STAMP): requirements.txt requirements-dev.txt Makefile core/dependencies
 	/usr/bin/python3 -m core.dependencies constraints > .build/constraints.txt
 	/usr/bin/python3 -m core.dependencies specs --geos "$$(/usr/bin/python3 -c 'from qgis.core import Qgis; print(Qgis.geosVersion())')" > .build/specs.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt -r .build/specs.txt -c .build/constraints.txt
+	$(PY) -m core.dependencies check
 	touch $@
 
 test: setup

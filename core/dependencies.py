@@ -117,13 +117,21 @@ def installed_version(name: str) -> Optional[str]:
 
 
 def missing(requirements: Sequence[Requirement]) -> List[Missing]:
-    """The requirements that are not installed or are older than their minimum."""
+    """The requirements that are not installed or are older than their minimum. A distribution
+    package built without its version ('0+unknown', as Debian unstable's shapely 2.2) counts as
+    new enough: replacing it would bring a wheel built for another GEOS or GDAL."""
     found = []
     for requirement in requirements:
         version = installed_version(requirement.name)
-        if version is None or version_tuple(version) < version_tuple(requirement.minimum):
+        if version is None or (not unknown_version(version)
+                               and version_tuple(version) < version_tuple(requirement.minimum)):
             found.append(Missing(requirement, version))
     return found
+
+
+def unknown_version(version: str) -> bool:
+    """Whether a version string says the build did not know its version (e.g. '0+unknown')."""
+    return version_tuple(version) in ((), (0,)) and "unknown" in version
 
 
 def install_specs(needed: Sequence[Missing], platform: str = sys.platform,
@@ -361,19 +369,22 @@ def _no_window() -> Dict[str, int]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """`python3 -m core.dependencies specs|constraints`: what `make setup` needs."""
+    """`python3 -m core.dependencies specs|constraints|check`: what `make setup` needs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("specs", "constraints"))
+    parser.add_argument("what", choices=("specs", "constraints", "check"))
     parser.add_argument("--geos", help="QGIS's GEOS version, e.g. 3.11.1")
     parser.add_argument("--gdal", help="QGIS's GDAL version, e.g. 3.6.2")
     args = parser.parse_args(argv)
     needed = missing(read_requirements())
     if args.what == "constraints":
         print("\n".join(constraints(exclude=[m.requirement.name for m in needed])))
-    else:
+    elif args.what == "specs":
         versions = {name: version_tuple(text)[:2] for name, text in (("shapely", args.geos), ("rasterio", args.gdal))
                     if text}
         print("\n".join(install_specs(needed, library_versions=versions)))
+    elif needed:
+        print("Still missing: " + "; ".join(entry.describe() for entry in needed), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -169,3 +169,12 @@ def test_pip_failure_and_cancel_are_reported(tmp_path, monkeypatch):
         dependencies.install(["no-such-package-s2masks"], prefix, Path(sys.executable), log=lambda line: None,
                              cancelled=lambda: True)
     assert not list(prefix.glob(".pip-*"))
+
+
+def test_a_distribution_built_without_its_version_counts_as_installed(monkeypatch):
+    """Debian unstable's python3-shapely 2.2 says '0+unknown': replacing it with a wheel would bring
+    a second GEOS into QGIS."""
+    monkeypatch.setattr(dependencies, "installed_version", lambda name: "0+unknown")
+    assert dependencies.missing([Requirement("shapely", "2.0")]) == []
+    monkeypatch.setattr(dependencies, "installed_version", lambda name: "0.9")
+    assert len(dependencies.missing([Requirement("shapely", "2.0")])) == 1
