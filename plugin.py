@@ -49,6 +49,8 @@ class S2MasksPlugin:
     def unload(self):
         if self.action is not None:
             self.iface.removePluginMenu(tr(MENU), self.action)
+            self.action.triggered.disconnect(self.run_installer)
+            self.action.deleteLater()
             self.action = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)

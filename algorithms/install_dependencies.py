@@ -1,5 +1,7 @@
 """Install dependencies: pip installs the plugin's missing Python packages into the QGIS profile."""
 
+import sys
+
 from qgis.core import QgsProcessingException, QgsProcessingOutputFolder, QgsProcessingOutputString
 
 from ..core import dependencies
@@ -50,6 +52,11 @@ class InstallDependencies(S2MasksAlgorithm):
             raise QgsProcessingException(
                 self.tr("pip finished, but these are still missing: {}. See pip's output above.").format(
                     ", ".join(entry.describe() for entry in still)))
-        feedback.pushInfo(self.tr("Installed: {}. Restart QGIS if the plugin was used before in this session.").format(
-            ", ".join(specs)))
+        loaded = [e.requirement.name for e in needed if e.requirement.name.replace("-", "_") in sys.modules]
+        feedback.setProgress(100)
+        feedback.pushInfo(self.tr("Installed: {}.").format(", ".join(specs)))
+        if loaded:  # an older copy is already imported in this QGIS session
+            feedback.pushWarning(self.tr("Restart QGIS to use the new {}.").format(", ".join(loaded)))
+        else:
+            feedback.pushInfo(self.tr("The plugin can use them now, without restarting QGIS."))
         return {"FOLDER": str(prefix), "INSTALLED": ", ".join(specs)}
