@@ -11,6 +11,7 @@ the GDAL, PROJ and GEOS bindings QGIS was built with.
 import argparse
 import importlib
 import importlib.metadata
+import json
 import os
 import queue
 import re
@@ -301,9 +302,15 @@ def install_command(python: Path, prefix: Path, specs: Sequence[str], constraint
 def install(specs: Sequence[str], prefix: Path, python: Path, log: Callable[[str], None],
             cancelled: Callable[[], bool] = lambda: False, timeout_s: float = PIP_TIMEOUT_S) -> None:
     """Runs pip into `prefix`, each output line to `log`. Temporary files stay inside the prefix
-    and are removed; Cancel or the timeout stop pip. Raises DependencyError when pip fails."""
+    and are removed; Cancel or the timeout stop pip. Raises DependencyError when pip fails.
+
+    Two steps: pip first resolves (`--dry-run --report`) against everything QGIS's Python has,
+    then installs exactly that list with `--no-deps --ignore-installed`. So a newer copy of a
+    package the distribution installed (typing-extensions, say) goes into the prefix and is never
+    uninstalled from the system, which pip 25 refuses for Debian's packages."""
     prefix.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".pip-", dir=prefix))
+    deadline = time.monotonic() + timeout_s
     try:
         names = [re.split(r"[<>=!~ ]", spec, maxsplit=1)[0] for spec in specs]
         constraints_file = work / "constraints.txt"
@@ -311,9 +318,16 @@ def install(specs: Sequence[str], prefix: Path, python: Path, log: Callable[[str
         env = dict(os.environ, TMPDIR=str(work), TEMP=str(work), TMP=str(work), PIP_NO_CACHE_DIR="1",
                    PYTHONNOUSERSITE="1", PYTHONPATH=os.pathsep.join(
                        [str(p) for p in site_dirs(prefix)] + [p for p in sys.path if p and Path(p).is_dir()]))
-        command = install_command(python, prefix, specs, constraints_file)
+        report = work / "report.json"
+        command = install_command(python, prefix, specs, constraints_file) + ["--dry-run", "--report", str(report)]
         log("$ " + " ".join(command))
-        _run(command, env, log, cancelled, timeout_s)
+        _run(command, env, log, cancelled, deadline - time.monotonic())
+        plan = [f"{normalise(entry['metadata']['name'])}=={entry['metadata']['version']}"
+                for entry in json.loads(report.read_text(encoding="utf-8")).get("install", [])]
+        if plan:
+            command = install_command(python, prefix, plan, constraints_file) + ["--no-deps", "--ignore-installed"]
+            log("$ " + " ".join(command))
+            _run(command, env, log, cancelled, deadline - time.monotonic())
     finally:
         shutil.rmtree(work, ignore_errors=True)
     activate(prefix)

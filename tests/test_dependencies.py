@@ -149,6 +149,7 @@ def test_real_pip_install_into_a_profile_prefix(tmp_path, monkeypatch):
     dependencies.install(["s2masks-probe>=1.0"], prefix, Path(sys.executable), log=lines.append)
 
     assert lines[0].startswith(f"$ {sys.executable} -m pip install --prefix {prefix}")
+    assert any(line.endswith("s2masks-probe==1.2 --no-deps --ignore-installed") for line in lines), lines
     assert any("Successfully installed s2masks-probe-1.2" in line for line in lines), lines
     [site] = dependencies.site_dirs(prefix)
     assert str(site) == sys.path[0]  # activated, first
@@ -178,3 +179,24 @@ def test_a_distribution_built_without_its_version_counts_as_installed(monkeypatc
     assert dependencies.missing([Requirement("shapely", "2.0")]) == []
     monkeypatch.setattr(dependencies, "installed_version", lambda name: "0.9")
     assert len(dependencies.missing([Requirement("shapely", "2.0")])) == 1
+
+
+def test_a_newer_copy_of_a_distribution_package_goes_into_the_prefix(tmp_path, monkeypatch):
+    """A package the distribution installed has no RECORD; pip 25 refuses to uninstall it. The
+    installer never asks pip to: the newer copy goes into the prefix and wins on sys.path."""
+    system = tmp_path / "dist-packages"
+    (system / "s2masks_probe").mkdir(parents=True)
+    (system / "s2masks_probe" / "__init__.py").write_text("VERSION = '1.0'\n")
+    (system / "s2masks_probe-1.0.dist-info").mkdir()
+    (system / "s2masks_probe-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: s2masks-probe\nVersion: 1.0\n")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(wheels, "s2masks_probe", "1.2")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    monkeypatch.setattr(sys, "path", [str(system)] + sys.path)
+    prefix = tmp_path / "prefix"
+    dependencies.install(["s2masks-probe>=1.2"], prefix, Path(sys.executable), log=lambda line: None)
+    assert (system / "s2masks_probe" / "__init__.py").exists()  # the system's copy is untouched
+    assert importlib.import_module("s2masks_probe").VERSION == "1.2"
+    sys.modules.pop("s2masks_probe", None)
