@@ -17,6 +17,22 @@ if TYPE_CHECKING:
 PIXEL_SIZE = 10.0  # metres; Sentinel-2 tile origins are multiples of it, so edges line up
 
 
+# affine 3 deprecates `*` on transforms in favour of `@`, which affine 2 (Debian 12) lacks: both
+# operations the plugin needs are written out.
+def offset_transform(transform: Affine, col_off: float, row_off: float) -> Affine:
+    """The transform whose origin is pixel (col_off, row_off) of `transform`'s grid."""
+    from rasterio.transform import Affine
+
+    a, b, c, d, e, f = tuple(transform)[:6]
+    return Affine(a, b, c + a * col_off + b * row_off, d, e, f + d * col_off + e * row_off)
+
+
+def apply(transform: Affine, x, y):
+    """`transform` applied to coordinates (numbers or numpy arrays): (x', y')."""
+    a, b, c, d, e, f = tuple(transform)[:6]
+    return a * x + b * y + c, d * x + e * y + f
+
+
 @dataclass(frozen=True)
 class Grid:
     crs: CRS
@@ -38,9 +54,7 @@ class Grid:
                 yield Window(col, row, min(size, self.width - col), min(size, self.height - row))
 
     def sub_grid(self, window):
-        from rasterio.transform import Affine
-
-        return Grid(self.crs, self.transform * Affine.translation(window.col_off, window.row_off),
+        return Grid(self.crs, offset_transform(self.transform, window.col_off, window.row_off),
                     int(window.width), int(window.height))
 
 

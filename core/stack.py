@@ -25,6 +25,7 @@ import numpy as np
 
 from . import cogread, signing
 from .errors import Cancelled, InputError
+from .grid import offset_transform
 from .records import S2_BANDS
 from .selection import item_cover_fractions
 
@@ -233,7 +234,7 @@ class _BandReader:
             return None
         raw = self._raw_window(item, name, window)
         destination = np.zeros((block_grid.height, block_grid.width), dtype=dtype)
-        window_transform = Affine(*asset.transform) * Affine.translation(window.col_off, window.row_off)
+        window_transform = offset_transform(Affine(*asset.transform), window.col_off, window.row_off)
         with warnings.catch_warnings():  # rasterio 1.3 warns on plain arrays despite the transforms given
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             reproject(raw, destination, src_transform=window_transform, src_crs=item_crs, src_nodata=0,

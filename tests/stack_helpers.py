@@ -11,6 +11,8 @@ import requests
 from rasterio.transform import Affine
 from rasterio.warp import Resampling, calculate_default_transform, reproject, transform_geom
 
+from s2masks.core import grid as grids
+
 FIXTURE_ID = "S2A_MSIL2A_20221005T115411_R023_T29UNU_20221005T164454"
 COG_PROFILE = dict(driver="COG", compress="DEFLATE", predictor=2, blocksize=256)
 
@@ -48,7 +50,7 @@ def split_two_zones(double, folder, west_fraction=0.6, east_start=0.4):
                 data = data[:, : int(width * west_fraction)]
             else:
                 start = int(width * east_start)
-                data, transform = data[:, start:], transform * Affine.translation(start, 0)
+                data, transform = data[:, start:], grids.offset_transform(transform, start, 0)
                 data, transform = _reproject_nearest(data, transform, src.crs, f"EPSG:{epsg}", src.res[0])
             relative = f"{part}/{name}.tif"
             _write(Path(folder) / relative, data, transform, f"EPSG:{epsg}")

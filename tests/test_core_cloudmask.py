@@ -8,6 +8,7 @@ from rasterio.transform import Affine
 from scipy import ndimage
 
 from s2masks.core import cloudmask
+from s2masks.core import grid as grids
 from s2masks.core.cloudmask import CLEAR, CLOUD, NODATA, SHADOW, MergeOptions
 from s2masks.core.errors import Cancelled, InputError
 
@@ -153,7 +154,7 @@ def test_bad_parameters_are_refused(tmp_path, field, value):
 
 
 @pytest.mark.parametrize("change, says", [(dict(crs="EPSG:32630"), "CRS EPSG:32630"),
-                                          (dict(transform=TRANSFORM * Affine.translation(1, 0)), "origin")])
+                                          (dict(transform=grids.offset_transform(TRANSFORM, 1, 0)), "origin")])
 def test_rasters_on_other_grids_are_named(tmp_path, change, says):
     product, cloud, shadow = arrays()
     paths = [write(tmp_path / "p.tif", product), write(tmp_path / "c.tif", cloud),

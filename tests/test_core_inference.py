@@ -135,7 +135,7 @@ def test_upsampling_streams_rows_and_matches_gdal_bilinear():
     working = rng.random((34, 30)).astype(np.float32)
     raster_transform = Affine(10, 0, 500000, 0, -10, 5900000)
     expected = np.zeros((100, 90), np.float32)
-    reproject(working, expected, src_transform=raster_transform * Affine.scale(3), dst_transform=raster_transform,
+    reproject(working, expected, src_transform=Affine(30, 0, 500000, 0, -30, 5900000), dst_transform=raster_transform,
               src_crs="EPSG:32629", dst_crs="EPSG:32629", resampling=Resampling.bilinear)
 
     class Raster:
@@ -260,8 +260,8 @@ def test_real_model_agrees_with_sen2cor_on_the_real_scene(pc_double, tmp_path):
     with rasterio.open(local_path(pc_double, item.bands["SCL"].href)) as src:
         scl_full, scl_transform = src.read(1), src.transform
     rows, cols = np.mgrid[0:cloud.shape[0], 0:cloud.shape[1]]
-    xs, ys = transform * (cols + 0.5, rows + 0.5)
-    scl_cols, scl_rows = ~scl_transform * (xs, ys)
+    xs, ys = grids.apply(transform, cols + 0.5, rows + 0.5)
+    scl_cols, scl_rows = grids.apply(~scl_transform, xs, ys)
     scl = scl_full[np.clip(scl_rows.astype(int), 0, 599), np.clip(scl_cols.astype(int), 0, 599)]
     sure_cloud, vegetation, sen2cor_shadow = np.isin(scl, (8, 9)), scl == 4, scl == 3
     agreement = ((cloud[sure_cloud] > 0.5).sum() + (cloud[vegetation] <= 0.5).sum()) / (sure_cloud.sum() + vegetation.sum())
