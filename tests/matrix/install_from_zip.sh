@@ -38,5 +38,5 @@ echo "$added" | grep -v '^/tmp' || true
 echo "Left in /tmp: $(echo "$added" | grep '^/tmp' | grep -c . || true)"
 echo "$added" | grep '^/tmp' | head -20 || true
 [ -z "$(echo "$added" | grep -v '^/tmp')" ]
-echo "Installed into $(find "$profile" -maxdepth 5 -type d -name 'python3.*' | head -1):"
+echo "Size of the plugin's packages in the profile:"
 du -sh "$profile/profiles/default/python/dependencies"
