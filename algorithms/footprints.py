@@ -3,11 +3,34 @@ item's full STAC JSON, so later steps (selection, download) need nothing but thi
 
 Write it to GeoPackage or keep it in memory: a Shapefile cuts text at 254 characters and
 so loses the item JSON.
+
+When an algorithm loads such a layer into the project (`style_footprints_on_load`), it is drawn
+as hollow outlines labelled with tile and cloud cover, so the rasters under it stay visible, and
+gets a map tip with the scene's preview image and a "Show scene preview" action.
 """
 
 import json
 
-from qgis.core import QgsFeature, QgsFeatureRequest, QgsFields, QgsGeometry, QgsProcessingException, QgsWkbTypes
+from qgis.core import (
+    Qgis,
+    QgsAction,
+    QgsFeature,
+    QgsFeatureRequest,
+    QgsFields,
+    QgsFillSymbol,
+    QgsGeometry,
+    QgsPalLayerSettings,
+    QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsSingleSymbolRenderer,
+    QgsTextBufferSettings,
+    QgsTextFormat,
+    QgsVectorLayer,
+    QgsVectorLayerSimpleLabeling,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QColor
 
 from .compat import make_field
 
@@ -25,6 +48,7 @@ FIELDS = (
     ("area_cover", float),  # fraction of the area this item covers
     ("product", str),
     ("self_href", str),
+    ("preview_url", str),  # a browser-viewable picture of the scene ('' when the item has none)
     ("item_json", str),
 )
 SELECTION_FIELDS = (
@@ -56,6 +80,7 @@ def make_feature(layer_fields, item_json, record, area_cover, selection=None):
         "area_cover": area_cover,
         "product": record.product_uri,
         "self_href": record.self_href,
+        "preview_url": preview_url(item_json),
         "item_json": json.dumps(item_json, separators=(",", ":")),
     }
     if selection:
@@ -67,6 +92,27 @@ def make_feature(layer_fields, item_json, record, area_cover, selection=None):
     geometry.convertToMultiType()
     feature.setGeometry(geometry)
     return feature
+
+
+_IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg", "image/webp", "image/gif")
+
+
+def preview_url(item_json):
+    """The link to a picture of the scene a browser can show: the `rendered_preview` asset
+    (Planetary Computer's PNG), else the `thumbnail` asset, else any PNG/JPEG asset with the
+    role thumbnail or overview; '' when there is none. (Planetary Computer's `preview` asset
+    is a GeoTIFF, which no map tip can show.)"""
+    assets = item_json.get("assets") or {}
+    for key in ("rendered_preview", "thumbnail"):
+        href = (assets.get(key) or {}).get("href")
+        if href:
+            return href
+    for asset in assets.values():
+        roles = set(asset.get("roles") or ())
+        kind = (asset.get("type") or "").split(";")[0].strip().lower()
+        if asset.get("href") and roles & {"thumbnail", "overview"} and kind in _IMAGE_TYPES:
+            return asset["href"]
+    return ""
 
 
 def _wkt(geojson_geometry):
@@ -96,3 +142,103 @@ def read_items(source, feedback):
                 "temporary layer."
             ) from err
     return items
+
+
+# -- how a footprint layer looks once loaded -----------------------------------------------------
+OUTLINE_COLOUR = QColor(230, 0, 140)  # magenta: visible on vegetation, soil, water and white cloud
+OUTLINE_WIDTH_MM = 0.6
+# "29UNU 60%"; just the tile when the cloud cover is unknown
+LABEL_EXPRESSION = "\"mgrs_tile\" || coalesce(' ' || round(\"cloud_cover\") || '%', '')"
+PREVIEW_ACTION_COMMAND = '[% "preview_url" %]'
+PREVIEW_IMAGE_WIDTH = 300
+
+
+def _tr(text):
+    return QCoreApplication.translate("S2Masks", text)
+
+
+def _open_url_action_type():
+    if hasattr(Qgis, "AttributeActionType"):  # newer QGIS moved the enum to Qgis
+        return Qgis.AttributeActionType.OpenUrl
+    return QgsAction.ActionType.OpenUrl
+
+
+def preview_action_name():
+    return _tr("Show scene preview")
+
+
+def map_tip_template(with_preview=True):
+    """HTML for the map tip: tile, date, cloud cover and the preview image (when there is one)."""
+    lines = [
+        '<b>[% "mgrs_tile" %]</b> [% "platform" %]',
+        "[% replace(left(\"datetime\", 19), 'T', ' ') %] UTC",
+        _tr("Cloud cover") + ": [% coalesce(round(\"cloud_cover\", 1) || ' %', '?') %]",
+    ]
+    if with_preview:
+        lines.append("[% CASE WHEN coalesce(\"preview_url\", '') <> '' THEN "
+                      f"'<img src=\"' || \"preview_url\" || '\" width=\"{PREVIEW_IMAGE_WIDTH}\">' "
+                      "ELSE '" + _tr("No preview for this product.").replace("'", "''") + "' END %]")
+    return "<br>".join(lines)
+
+
+def apply_footprint_style(layer):
+    """Hollow outlines labelled "<tile> <cloud cover>%", a map tip with the preview and an action
+    opening it. Works on any layer with this module's fields (preview parts only when it has
+    `preview_url`); running it twice adds nothing twice."""
+    symbol = QgsFillSymbol.createSimple({
+        "style": "no",  # no fill: the imagery under the footprints stays visible
+        "outline_style": "solid",
+        "outline_color": ",".join(str(v) for v in OUTLINE_COLOUR.getRgb()),
+        "outline_width": str(OUTLINE_WIDTH_MM),
+        "outline_width_unit": "MM",
+    })
+    layer.setRenderer(QgsSingleSymbolRenderer(symbol))
+
+    text = QgsTextFormat()
+    text.setSize(9)
+    text.setColor(OUTLINE_COLOUR.darker(150))
+    buffer = QgsTextBufferSettings()
+    buffer.setEnabled(True)
+    buffer.setSize(1.0)
+    buffer.setColor(QColor(255, 255, 255))
+    text.setBuffer(buffer)
+    settings = QgsPalLayerSettings()
+    settings.fieldName = LABEL_EXPRESSION
+    settings.isExpression = True
+    settings.setFormat(text)
+    layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))
+    layer.setLabelsEnabled(True)
+    layer.setDisplayExpression(LABEL_EXPRESSION)
+
+    has_preview = layer.fields().indexOf("preview_url") >= 0
+    layer.setMapTipTemplate(map_tip_template(with_preview=has_preview))
+    if hasattr(layer, "setMapTipsEnabled"):  # QGIS 3.32+: map tips can be switched off per layer
+        layer.setMapTipsEnabled(True)
+    name = preview_action_name()
+    if has_preview and not any(action.name() == name for action in layer.actions().actions()):
+        layer.actions().addAction(QgsAction(_open_url_action_type(), name, PREVIEW_ACTION_COMMAND, "", False,
+                                            _tr("Preview"), {"Feature", "Canvas"}))
+    layer.triggerRepaint()
+
+
+class FootprintStyler(QgsProcessingLayerPostProcessorInterface):
+    """Styles a footprint layer once Processing has loaded it into the project."""
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802
+        if isinstance(layer, QgsVectorLayer) and layer.fields().indexOf("mgrs_tile") >= 0:
+            apply_footprint_style(layer)
+
+
+# Post-processors must outlive the algorithm, so the Python side keeps a reference. QGIS takes
+# over the C++ object and deletes it after loading the layer: each run needs a new instance.
+_KEEP_ALIVE = []
+
+
+def style_footprints_on_load(context, dest_id):
+    """Call in processAlgorithm after creating a footprint sink (dest_id as parameterAsSink
+    returns it): if the run loads that layer (Toolbox, processing.runAndLoadResults), it is
+    styled as footprints. Does nothing otherwise."""
+    if dest_id and context.willLoadLayerOnCompletion(dest_id):
+        styler = FootprintStyler()
+        _KEEP_ALIVE.append(styler)
+        context.layerToLoadOnCompletionDetails(dest_id).setPostProcessor(styler)

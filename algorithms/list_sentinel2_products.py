@@ -31,9 +31,11 @@ class ListSentinel2Products(S2MasksAlgorithm):
         "Searches a STAC API (Microsoft Planetary Computer by default) for Sentinel-2 L2A products "
         "that intersect the area between two dates, reading every page of results. Writes one "
         "footprint per product with its tile, orbit, processing baseline, reflectance offset, cloud "
-        "cover and the fraction of the area it covers, plus the product's STAC JSON, so the "
-        "selection and download steps need only this layer. Zero products is not an error: the layer "
-        "is empty and a warning says so. FarmVibes op: list_sentinel2_products_pc."
+        "cover and the fraction of the area it covers, a link to a preview picture of the scene, plus "
+        "the product's STAC JSON, so the selection and download steps need only this layer. Loaded in "
+        "QGIS, footprints are outlines labelled with tile and cloud cover; the map tip shows the "
+        "preview and the action 'Show scene preview' opens it. Zero products is not an error: the "
+        "layer is empty and a warning says so. FarmVibes op: list_sentinel2_products_pc."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -90,6 +92,7 @@ class ListSentinel2Products(S2MasksAlgorithm):
                                              footprints.GEOMETRY_TYPE, WGS84)
         if sink is None:
             raise QgsProcessingException(f"Could not create the output layer {parameters.get('OUTPUT')!r}.")
+        footprints.style_footprints_on_load(context, dest_id)
         for item, record in zip(items, parsed):
             sink.addFeature(footprints.make_feature(layer_fields, item, record, covers[record.id]),
                             QgsFeatureSink.Flag.FastInsert)

@@ -65,6 +65,7 @@ class SelectNecessaryCoverageItems(S2MasksAlgorithm):
                                              footprints.GEOMETRY_TYPE, WGS84)
         if sink is None:
             raise QgsProcessingException(f"Could not create the output layer {parameters.get('OUTPUT')!r}.")
+        footprints.style_footprints_on_load(context, dest_id)
         for result in results:
             for order, record in enumerate(result.selected, start=1):
                 feature = footprints.make_feature(layer_fields, by_id[record.id], record, covers[record.id],
