@@ -10,17 +10,27 @@ where it uses them, so the plugin loads without them and a run names the one it 
 import sys
 from pathlib import Path
 
-from qgis.core import Qgis, QgsProcessingAlgorithm, QgsProcessingException
+from qgis.core import Qgis, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterRasterDestination
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..core import errors
 from . import packages
-from .compat import mark_advanced
+from .compat import FLAG_OPTIONAL, mark_advanced
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent
 ICON_PATH = PLUGIN_DIR / "resources" / "icon.svg"
 _all_packages_present = False  # once they are all there, they stay: no need to look again
+# Toolbox groups in the order of the workflow (the Toolbox sorts groups by name).
+STEP_GROUPS = {
+    "listsentinel2products": "1 Search and select", "selectnecessarycoverageitems": "1 Search and select",
+    "downloadstacksentinel2": "2 Download and stack", "mergesentinel2orbits": "2 Download and stack",
+    "computecloudprob": "3 Cloud and shadow", "computeshadowprob": "3 Cloud and shadow",
+    "computecloudshadowprob": "3 Cloud and shadow", "mergecloudmaskssimple": "3 Cloud and shadow",
+    "preprocesss2": "4 Workflows", "improvecloudmask": "4 Workflows", "preprocesss2improvedmasks": "4 Workflows",
+    "installdependencies": "5 Setup", "checkdependencies": "5 Setup",
+}
+WORKFLOWS_GROUP = "4 Workflows"
 
 
 def plugin_metadata(key: str) -> str:
@@ -34,7 +44,6 @@ def plugin_metadata(key: str) -> str:
 class S2MasksAlgorithm(QgsProcessingAlgorithm):
     NAME = ""  # algorithm id, the FarmVibes op name without underscores
     DISPLAY_NAME = ""
-    GROUP = "Sentinel-2 steps"
     DESCRIPTION = ""  # one paragraph; parameter lines are appended to it
     HELP_SECTION = ""  # the README heading that documents it (default: DISPLAY_NAME)
     NEEDS_PACKAGES = True  # False for the algorithms that install and check the packages
@@ -51,10 +60,10 @@ class S2MasksAlgorithm(QgsProcessingAlgorithm):
         return self.tr(self.DISPLAY_NAME)
 
     def group(self):
-        return self.tr(self.GROUP)
+        return self.tr(STEP_GROUPS[self.NAME])
 
     def groupId(self):  # noqa: N802
-        return self.GROUP.lower().replace(" ", "").replace("-", "")
+        return STEP_GROUPS[self.NAME].lower().replace(" ", "")
 
     def icon(self):
         return QIcon(str(ICON_PATH))
@@ -133,18 +142,47 @@ class S2MasksAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(err)) from err
 
 
+class TifDestination(QgsProcessingParameterRasterDestination):
+    """A raster output that offers GeoTIFF only, the one format core/ writes (QGIS would offer ~37)."""
+
+    def supportedOutputRasterLayerExtensions(self):  # noqa: N802
+        return ["tif"]
+
+    def defaultFileExtension(self):  # noqa: N802
+        return "tif"
+
+    def createFileFilter(self):  # noqa: N802
+        return "GeoTIFF (*.tif *.TIF)"
+
+    def clone(self):
+        copy = TifDestination(self.name(), self.description(), self.defaultValue(),
+                              bool(self.flags() & FLAG_OPTIONAL),
+                              self.createByDefault())
+        copy.setFlags(self.flags())
+        copy.setMetadata(self.metadata())
+        copy.setHelp(self.help())
+        return copy
+
+
 def run_child(child_id, parameters, context, feedback, **extra):
     """Runs a child algorithm of a composite. It gets every parent parameter it defines under
     the same name (empty ones left out, so its defaults apply), then `extra`, which wins (for
-    the names a child uses differently, such as a sink of the parent that is a source of the child)."""
-    import processing
+    the names a child uses differently, such as a sink of the parent that is a source of the child).
+    The log gets one line when it ends, not its whole results dictionary."""
     from qgis.core import QgsApplication
 
-    child = QgsApplication.processingRegistry().algorithmById(child_id)
+    child = QgsApplication.processingRegistry().createAlgorithmById(child_id)
     names = {definition.name() for definition in child.parameterDefinitions()}
     values = {key: value for key, value in parameters.items() if key in names and value not in (None, "")}
     values.update(extra)
-    return processing.run(child_id, values, context=context, feedback=feedback, is_child_algorithm=True)
+    ok, message = child.checkParameterValues(values, context)
+    if not ok:
+        raise QgsProcessingException(message)
+    results, ok = child.run(values, context, feedback, {}, False)
+    if not ok:
+        raise QgsProcessingException(f"{child.displayName()} failed.")
+    feedback.pushInfo(QCoreApplication.translate("S2Masks", "{} finished.").format(child.displayName()))
+    return results
 
 
 def check_shapely_geos():

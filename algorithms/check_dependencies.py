@@ -24,7 +24,6 @@ _TOLERANCE = 1e-9
 class CheckDependencies(S2MasksAlgorithm):
     NAME = "checkdependencies"
     DISPLAY_NAME = "Check dependencies"
-    GROUP = "Setup"
     NEEDS_PACKAGES = False
     DESCRIPTION = (
         "Lists the Python packages the plugin needs with the versions QGIS's Python has, and checks "

@@ -24,6 +24,7 @@ if _NEW_ENUMS:
     DOUBLE = Qgis.ProcessingNumberParameterType.Double
     INTEGER = Qgis.ProcessingNumberParameterType.Integer
     FLAG_ADVANCED = Qgis.ProcessingParameterFlag.Advanced
+    FLAG_OPTIONAL = Qgis.ProcessingParameterFlag.Optional
     FOLDER_BEHAVIOUR = Qgis.ProcessingFileParameterBehavior.Folder
     RASTER_LAYERS = Qgis.ProcessingSourceType.Raster
     TABLE = Qgis.ProcessingSourceType.Vector
@@ -33,6 +34,7 @@ else:
     DOUBLE = QgsProcessingParameterNumber.Type.Double
     INTEGER = QgsProcessingParameterNumber.Type.Integer
     FLAG_ADVANCED = QgsProcessingParameterDefinition.Flag.FlagAdvanced
+    FLAG_OPTIONAL = QgsProcessingParameterDefinition.Flag.FlagOptional
     FOLDER_BEHAVIOUR = QgsProcessingParameterFile.Behavior.Folder
     RASTER_LAYERS = QgsProcessing.SourceType.TypeRaster
     TABLE = QgsProcessing.SourceType.TypeVector

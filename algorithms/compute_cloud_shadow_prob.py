@@ -1,9 +1,9 @@
 """Compute cloud and shadow probability: both rasters in one run, and in one pass of the model
 when one multi-class model (the default ukis-csmask) gives both."""
 
-from qgis.core import QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer
+from qgis.core import QgsProcessingParameterRasterLayer
 
-from .base import S2MasksAlgorithm
+from .base import S2MasksAlgorithm, TifDestination
 from .probability import add_inference_parameters, add_model_parameters, chosen_card, run_models
 
 TARGETS = ("cloud", "shadow")
@@ -35,9 +35,9 @@ class ComputeCloudShadowProb(S2MasksAlgorithm):
                  "A 12-band stack from 'Download and stack Sentinel-2' (bands B01..B12 in that order).")
         self.cards = add_both_model_parameters(self)
         add_inference_parameters(self)
-        self.add(QgsProcessingParameterRasterDestination("CLOUD_OUTPUT", self.tr("Cloud probability")),
+        self.add(TifDestination("CLOUD_OUTPUT", self.tr("Cloud probability")),
                  "Float32 raster in [0, 1] on the input's grid (1 where the input has no data).")
-        self.add(QgsProcessingParameterRasterDestination("SHADOW_OUTPUT", self.tr("Shadow probability")),
+        self.add(TifDestination("SHADOW_OUTPUT", self.tr("Shadow probability")),
                  "Float32 raster in [0, 1] on the input's grid (1 where the input has no data).")
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802

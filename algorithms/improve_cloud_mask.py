@@ -6,11 +6,10 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingMultiStepFeedback,
     QgsProcessingOutputNumber,
-    QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
 
-from .base import S2MasksAlgorithm, run_child
+from .base import S2MasksAlgorithm, TifDestination, run_child
 from .compute_cloud_shadow_prob import add_both_model_parameters
 from .merge_cloud_masks_simple import STATISTICS, add_merge_parameters
 from .probability import add_inference_parameters
@@ -41,7 +40,6 @@ def improve(parameters, context, feedback, raster, product_mask, outputs):
 class ImproveCloudMask(S2MasksAlgorithm):
     NAME = "improvecloudmask"
     DISPLAY_NAME = "Improve cloud mask"
-    GROUP = "Workflows"
     DESCRIPTION = (
         "From a stacked Sentinel-2 raster and its product mask to the improved cloud mask: computes cloud "
         "and shadow probabilities with the chosen ONNX models (one pass when one model gives both), "
@@ -56,15 +54,15 @@ class ImproveCloudMask(S2MasksAlgorithm):
         self.add(QgsProcessingParameterRasterLayer("PRODUCT_MASK", self.tr("Product mask")),
                  "Its product mask (same grid).")
         add_improve_parameters(self)
-        self.add(QgsProcessingParameterRasterDestination("OUTPUT", self.tr("Improved cloud mask")),
+        self.add(TifDestination("OUTPUT", self.tr("Improved cloud mask")),
                  "uint8: 0 clear, 1 cloud.")
-        self.add(QgsProcessingParameterRasterDestination("OUTPUT_CLASSES", self.tr("Cloud classes"), optional=True,
+        self.add(TifDestination("OUTPUT_CLASSES", self.tr("Cloud classes"), optional=True,
                                                          createByDefault=False),
                  "Optional uint8: 0 clear, 1 cloud, 2 cloud shadow, 255 nodata.")
-        self.add(QgsProcessingParameterRasterDestination("CLOUD_OUTPUT", self.tr("Cloud probability"),
+        self.add(TifDestination("CLOUD_OUTPUT", self.tr("Cloud probability"),
                                                          optional=True),
                  "The cloud probability raster the mask was made from.", advanced=True)
-        self.add(QgsProcessingParameterRasterDestination("SHADOW_OUTPUT", self.tr("Shadow probability"),
+        self.add(TifDestination("SHADOW_OUTPUT", self.tr("Shadow probability"),
                                                          optional=True),
                  "The shadow probability raster the mask was made from.", advanced=True)
         for name, (_, label) in STATISTICS.items():

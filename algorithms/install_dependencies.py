@@ -12,7 +12,6 @@ from .base import S2MasksAlgorithm
 class InstallDependencies(S2MasksAlgorithm):
     NAME = "installdependencies"
     DISPLAY_NAME = "Install dependencies"
-    GROUP = "Setup"
     NEEDS_PACKAGES = False
     DESCRIPTION = (
         "Installs the Python packages the plugin needs and this QGIS's Python lacks (or has too old), "

@@ -4,13 +4,13 @@ and shadow probabilities -> the improved cloud mask."""
 from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
 
 from ..core import cloudmask
 from . import styles
-from .base import S2MasksAlgorithm
+from .layers import style_on_load
+from .base import S2MasksAlgorithm, TifDestination
 from .compat import DOUBLE, INTEGER
 
 # Statistics outputs (percent of the mask's pixels), also used by the workflows' table.
@@ -70,9 +70,9 @@ class MergeCloudMasksSimple(S2MasksAlgorithm):
         self.add(QgsProcessingParameterRasterLayer("SHADOW_PROBABILITY", self.tr("Shadow probability")),
                  "From 'Compute shadow probability', on the same grid.")
         add_merge_parameters(self)
-        self.add(QgsProcessingParameterRasterDestination("OUTPUT", self.tr("Improved cloud mask")),
+        self.add(TifDestination("OUTPUT", self.tr("Improved cloud mask")),
                  "uint8: 0 clear, 1 cloud (cloud, shadow, product-flagged or nodata, dilated).")
-        self.add(QgsProcessingParameterRasterDestination("OUTPUT_CLASSES", self.tr("Cloud classes"), optional=True,
+        self.add(TifDestination("OUTPUT_CLASSES", self.tr("Cloud classes"), optional=True,
                                                          createByDefault=False),
                  "Optional uint8: 0 clear, 1 cloud, 2 cloud shadow, 255 nodata.")
         for name, (_, label) in STATISTICS.items():
@@ -89,10 +89,14 @@ class MergeCloudMasksSimple(S2MasksAlgorithm):
             cloudmask.merge_cloud_masks, sources["PRODUCT_MASK"], sources["CLOUD_PROBABILITY"],
             sources["SHADOW_PROBABILITY"], mask_path, classes_path, merge_options(self, parameters, context),
             progress=lambda fraction, message: feedback.setProgress(100 * fraction), should_cancel=feedback.isCanceled)
-        styles.write_palette_style(mask_path, cloudmask.MASK_LABELS)
+        # clear is transparent, so the mask overlays the image it was made from
+        styles.write_palette_style(mask_path, cloudmask.MASK_LABELS, transparent=(cloudmask.CLEAR,))
+        style_on_load(context, mask_path)
         results = {"OUTPUT": str(mask_path), "OUTPUT_CLASSES": str(classes_path) if classes_path else None}
         if classes_path:
-            styles.write_palette_style(classes_path, cloudmask.CLASS_LABELS)
+            styles.write_palette_style(classes_path, cloudmask.CLASS_LABELS, transparent=(cloudmask.CLEAR,),
+                                       nodata=(cloudmask.NODATA, self.tr("no data")))
+            style_on_load(context, classes_path)
         row = statistics.as_row()
         results.update({name: row[key] for name, (key, _) in STATISTICS.items()})
         feedback.pushInfo("Improved mask: " + ", ".join(f"{label} {row[key]:.1f}" for key, label in STATISTICS.values()))

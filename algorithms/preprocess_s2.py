@@ -24,7 +24,6 @@ from .inputs import (
 class PreprocessS2(S2MasksAlgorithm):
     NAME = "preprocesss2"
     DISPLAY_NAME = "Preprocess Sentinel-2"
-    GROUP = "Workflows"
     DESCRIPTION = (
         "The whole preprocessing in one run: lists the Sentinel-2 L2A products over the area and "
         "dates, keeps per acquisition the fewest tiles that cover the area, then reads only the "

@@ -12,11 +12,13 @@ from qgis.core import (
     QgsProcessingOutputFile,
     QgsProcessingOutputMultipleLayers,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFolderDestination,
 )
 
 from ..core import report
+from . import footprints
 from .base import S2MasksAlgorithm, run_child
 from .compat import NO_GEOMETRY, POLYGON_SOURCE, TABLE, make_field
 from .improve_cloud_mask import add_improve_parameters, improve
@@ -26,9 +28,10 @@ from .inputs import (
     add_date_parameters,
     add_download_parameters,
     add_search_parameters,
+    date_range,
     prepare_output_folders,
 )
-from .layers import forget_layers, load_on_completion
+from .layers import forget_layers, load_on_completion, style_on_load
 from .merge_cloud_masks_simple import STATISTICS
 
 STATISTICS_FIELDS = (
@@ -37,12 +40,15 @@ STATISTICS_FIELDS = (
     ("pct_product_masked", float), ("raster", str), ("mask", str),
 )
 STATISTICS_CSV = "statistics.csv"
+# Optional outputs a user may load (advanced parameters): parameter -> (output key, layer name suffix, order)
+OPTIONAL_LAYERS = {"LOAD_CLASSES": ("OUTPUT_CLASSES", "cloud classes", 2),
+                   "LOAD_PROBABILITIES": (("CLOUD_OUTPUT", "SHADOW_OUTPUT"), ("cloud probability", "shadow probability"), 3),
+                   "LOAD_PRODUCT_MASK": ("PRODUCT_MASK", "product mask", 5)}
 
 
 class PreprocessS2ImprovedMasks(S2MasksAlgorithm):
     NAME = "preprocesss2improvedmasks"
     DISPLAY_NAME = "Preprocess Sentinel-2 with improved masks"
-    GROUP = "Workflows"
     DESCRIPTION = (
         "The whole FarmVibes workflow in one run: finds the Sentinel-2 L2A products over the area and "
         "dates, keeps per acquisition the fewest tiles covering the area, reads only the area's pixels into "
@@ -66,6 +72,14 @@ class PreprocessS2ImprovedMasks(S2MasksAlgorithm):
                  "Where everything is written: per acquisition <name>.tif (12 bands), <name>_mask.tif (product "
                  "mask), <name>_cloud.tif and <name>_shadow.tif (probabilities), <name>_improved_mask.tif, "
                  "<name>_classes.tif, and statistics.csv.")
+        for name, label, text in (
+                ("LOAD_CLASSES", "Load the cloud classes", "Also load each date's classes raster (clear, cloud, "
+                 "cloud shadow)."),
+                ("LOAD_PROBABILITIES", "Load the cloud and shadow probabilities", "Also load each date's two "
+                 "probability rasters (transparent below the thresholds)."),
+                ("LOAD_PRODUCT_MASK", "Load the product mask", "Also load each date's product mask from the scene "
+                 "classification.")):
+            self.add(QgsProcessingParameterBoolean(name, self.tr(label), defaultValue=False), text, advanced=True)
         self.add(QgsProcessingParameterFeatureSink("FOOTPRINTS", self.tr("Selected footprints"), POLYGON_SOURCE),
                  "The products used, one feature per tile and acquisition.")
         self.add(QgsProcessingParameterFeatureSink("STATISTICS", self.tr("Statistics per acquisition"), TABLE),
@@ -91,6 +105,10 @@ class PreprocessS2ImprovedMasks(S2MasksAlgorithm):
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, "STATISTICS"))
         steps.setCurrentStep(1)
+        run_group = self._run_group(parameters, context)
+        style_on_load(context, statistics_id, (run_group,), order=10)
+        style_on_load(context, preprocessed["FOOTPRINTS"], (run_group,), order=20,
+                      extra=footprints.apply_footprint_style)
         results = {"FOOTPRINTS": preprocessed["FOOTPRINTS"], "STATISTICS": statistics_id, "OUTPUT_FOLDER": str(folder),
                    "RASTERS": preprocessed["RASTERS"], "PRODUCT_MASKS": preprocessed["MASKS"], "MASKS": [],
                    "CLASSES": [], "COUNT": 0}
@@ -113,14 +131,37 @@ class PreprocessS2ImprovedMasks(S2MasksAlgorithm):
             sink.addFeature(_feature(fields, row), QgsFeatureSink.Flag.FastInsert)
             results["MASKS"].append(improved["OUTPUT"])
             results["CLASSES"].append(improved["OUTPUT_CLASSES"])
-            group = f"{row['date'][:10]} {row['acquisition']}"
-            load_on_completion(context, raster, Path(raster).stem, group, sort_key=2)
-            load_on_completion(context, improved["OUTPUT"], f"{Path(raster).stem} improved mask", group, sort_key=1)
+            self._load(parameters, context, (run_group, f"{row['date'][:10]} {row['acquisition']}"), raster,
+                       dict(improved, PRODUCT_MASK=product_mask))
         results["COUNT"] = len(rows)
         results["STATISTICS_CSV"] = str(report.write_csv(folder / STATISTICS_CSV, [n for n, _ in STATISTICS_FIELDS],
                                                          rows))
         _print_table(feedback, rows)
         return results
+
+    def _run_group(self, parameters, context):
+        """The layer group of one run: the area (layer name or extent) and the dates."""
+        start, end = date_range(self, parameters, context)
+        if parameters.get("AREA"):
+            source = self.parameterAsSource(parameters, "AREA", context)
+            area = source.sourceName() if source is not None else "area"
+        else:
+            extent = self.parameterAsExtent(parameters, "EXTENT", context)
+            area = ", ".join(f"{v:.2f}" for v in (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
+                                                  extent.yMaximum()))
+        return self.tr("Sentinel-2 {} to {} ({})").format(start.isoformat(), end.isoformat(), area)
+
+    def _load(self, parameters, context, groups, raster, outputs):
+        """One date's layers in their group: improved mask over the raster, the optional ones between."""
+        stem = Path(raster).stem
+        load_on_completion(context, raster, stem, groups, order=9)
+        load_on_completion(context, outputs["OUTPUT"], f"{stem} {self.tr('improved mask')}", groups, order=1)
+        for flag, (keys, names, order) in OPTIONAL_LAYERS.items():
+            if self.parameterAsBoolean(parameters, flag, context):
+                keys, names = (keys, names) if isinstance(keys, tuple) else ((keys,), (names,))
+                for key, name in zip(keys, names):
+                    if outputs.get(key):
+                        load_on_completion(context, outputs[key], f"{stem} {self.tr(name)}", groups, order=order)
 
     def _statistics_row(self, raster, improved):
         origin = self.run_core(report.provenance, raster)

@@ -9,13 +9,13 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
 
-from ..core import inference, models
+from ..core import cloudmask, inference, models
 from . import styles
-from .base import S2MasksAlgorithm
+from .layers import style_on_load
+from .base import S2MasksAlgorithm, TifDestination
 from .compat import DOUBLE, INTEGER
 
 CUSTOM = "Custom ONNX file + model card"
@@ -104,7 +104,7 @@ class ComputeProbability(S2MasksAlgorithm):
                  "A 12-band stack from 'Download and stack Sentinel-2' (bands B01..B12 in that order).")
         self.cards = add_model_parameters(self, self.TARGET)
         add_inference_parameters(self)
-        self.add(QgsProcessingParameterRasterDestination("OUTPUT", self.tr(f"{self.TARGET.capitalize()} probability")),
+        self.add(TifDestination("OUTPUT", self.tr(f"{self.TARGET.capitalize()} probability")),
                  "Float32 raster in [0, 1] on the input's grid (1 where the input has no data).")
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -124,6 +124,8 @@ def run_models(algorithm, parameters, context, feedback, cards, output_keys):
                        progress=lambda fraction, message: (feedback.setProgress(100 * fraction),
                                                            feedback.setProgressText(message)),
                        should_cancel=feedback.isCanceled, log=feedback.pushInfo, warn=feedback.pushWarning)
-    for path in outputs.values():
-        styles.write_probability_style(path)
+    thresholds = {"cloud": cloudmask.MergeOptions.cloud_thr, "shadow": cloudmask.MergeOptions.shadow_thr}
+    for target, path in outputs.items():
+        styles.write_probability_style(path, thresholds[target])  # transparent where the mask step keeps clear
+        style_on_load(context, path)
     return {target: str(path) for target, path in outputs.items()}

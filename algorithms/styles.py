@@ -33,11 +33,19 @@ def write_true_colour_style(raster_path):
     _save(layer, raster_path)
 
 
-def write_palette_style(raster_path, categories):
-    """A paletted style; categories maps code -> (label, (r, g, b))."""
+def write_palette_style(raster_path, categories, transparent=(), nodata=None):
+    """A paletted style, one legend entry per class; categories maps code -> (label, (r, g, b)).
+    Codes in `transparent` are drawn fully transparent (the clear class, so a mask overlays the
+    image); `nodata` = (code, label) adds a legend entry for the raster's nodata value."""
     layer = QgsRasterLayer(str(raster_path), "mask")
-    classes = [QgsPalettedRasterRenderer.Class(code, QColor(*color), label)
-               for code, (label, color) in sorted(categories.items())]
+    classes = []
+    for code, (label, color) in sorted(categories.items()):
+        colour = QColor(*color)
+        if code in transparent:
+            colour.setAlpha(0)
+        classes.append(QgsPalettedRasterRenderer.Class(code, colour, label))
+    if nodata is not None:
+        classes.append(QgsPalettedRasterRenderer.Class(nodata[0], QColor(128, 128, 128, 0), nodata[1]))
     layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes))
     _save(layer, raster_path)
 
@@ -49,17 +57,20 @@ def _save(layer, raster_path):
     return ok
 
 
-def write_probability_style(raster_path):
-    """A 0-1 colour ramp (clear blue-white to cloudy red), fixed so maps compare."""
+def write_probability_style(raster_path, threshold=0.5):
+    """A fixed 0-1 colour ramp (so maps compare), transparent below `threshold`: only what the mask
+    step would flag shows over the image, from pale yellow at the threshold to red at 1."""
     from qgis.core import QgsColorRampShader, QgsRasterShader, QgsSingleBandPseudoColorRenderer
 
     layer = QgsRasterLayer(str(raster_path), "probability")
     ramp = QgsColorRampShader(0.0, 1.0)
     ramp.setColorRampType(QgsColorRampShader.Type.Interpolated)
+    below = max(0.0, threshold - 1e-6)
     ramp.setColorRampItemList([
-        QgsColorRampShader.ColorRampItem(0.0, QColor(43, 131, 186), "0 (clear)"),
-        QgsColorRampShader.ColorRampItem(0.5, QColor(255, 255, 191), "0.5"),
-        QgsColorRampShader.ColorRampItem(1.0, QColor(215, 25, 28), "1"),
+        QgsColorRampShader.ColorRampItem(0.0, QColor(255, 255, 191, 0), "0"),
+        QgsColorRampShader.ColorRampItem(below, QColor(255, 255, 191, 0), f"below {threshold:g}: transparent"),
+        QgsColorRampShader.ColorRampItem(threshold, QColor(255, 255, 191, 200), f"{threshold:g}"),
+        QgsColorRampShader.ColorRampItem(1.0, QColor(215, 25, 28, 220), "1"),
     ])
     shader = QgsRasterShader(0.0, 1.0)
     shader.setRasterShaderFunction(ramp)

@@ -42,7 +42,7 @@ def test_init_gui_registers_the_provider_once(qgis_processing, qgis_iface):
 def test_help_lists_every_parameter(s2masks_provider):
     for algorithm in s2masks_provider.algorithms():
         help_text = algorithm.shortHelpString()
-        assert "FarmVibes op" in help_text or "FarmVibes workflow" in help_text or algorithm.group() == "Setup"
+        assert "FarmVibes op" in help_text or "FarmVibes workflow" in help_text or algorithm.group() == "5 Setup"
         for parameter in algorithm.parameterDefinitions():
             assert f"({parameter.name()})" in help_text, (algorithm.id(), parameter.name())
         assert algorithm.displayName()[0].isupper() and "_" not in algorithm.displayName()
