@@ -3,9 +3,9 @@
 Standard library only: it runs before any of those packages can be imported, inside QGIS (the
 dependency installer) and as `python3 -m core.dependencies` (`make setup`). Packages go into a
 folder of the QGIS profile, `<profile>/python/dependencies/s2masks/python3.X`, installed with the
-Python that runs QGIS (`pip install --prefix`), never into QGIS's own site-packages; every
-distribution QGIS's Python already has is pinned (`--constraint`), so pip never replaces numpy or
-the GDAL, PROJ and GEOS bindings QGIS was built with.
+Python that runs QGIS (`pip install --prefix`), never into QGIS's own site-packages; numpy and
+every compiled distribution QGIS's Python already has are pinned (`--constraint`), so pip never
+replaces them or the GDAL, PROJ and GEOS bindings QGIS was built with.
 """
 
 import argparse
