@@ -19,7 +19,7 @@ QGIS_PLUGINS_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/$(QGIS_PROFILE)/pyt
 MATRIX_SUITES ?= trixie
 export QT_QPA_PLATFORM := offscreen
 
-.PHONY: setup test test-matrix demo package deploy clean
+.PHONY: setup test test-matrix demo screenshots package deploy clean
 
 setup: $(SETUP_STAMP)
 
@@ -52,6 +52,10 @@ test-matrix: setup
 
 demo: setup
 	$(PY) tests/demo.py
+
+# What a user sees (map with its layer tree, the Toolbox, every dialog) as PNGs in demo-output/screenshots/.
+screenshots: setup
+	QT_QPA_PLATFORM= xvfb-run -a -s "-screen 0 1400x1000x24" $(PY) tests/screenshots.py
 
 package:
 	rm -rf dist/$(PLUGIN) dist/$(PLUGIN).zip && mkdir -p dist/$(PLUGIN)

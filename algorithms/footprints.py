@@ -145,7 +145,7 @@ def read_items(source, feedback):
 
 
 # -- how a footprint layer looks once loaded -----------------------------------------------------
-OUTLINE_COLOUR = QColor(230, 0, 140)  # magenta: visible on vegetation, soil, water and white cloud
+OUTLINE_COLOUR = QColor(255, 160, 0)  # orange: visible on vegetation, soil, water and white cloud, apart from the masks
 OUTLINE_WIDTH_MM = 0.6
 # "29UNU 60%"; just the tile when the cloud cover is unknown
 LABEL_EXPRESSION = "\"mgrs_tile\" || coalesce(' ' || round(\"cloud_cover\") || '%', '')"

@@ -158,7 +158,7 @@ def add_search_parameters(algorithm, cloud_cover_advanced=False):
 
 def add_pc_key_parameter(algorithm, help_text, advanced=True):
     algorithm.add(
-        QgsProcessingParameterString("PC_KEY", algorithm.tr("Planetary Computer subscription key (pc_key)"),
+        QgsProcessingParameterString("PC_KEY", algorithm.tr("Planetary Computer subscription key"),
                                      optional=True),
         help_text,
         advanced=advanced,
@@ -168,14 +168,14 @@ def add_pc_key_parameter(algorithm, help_text, advanced=True):
 def add_coverage_parameters(algorithm):
     """min_tile_cover and max_tiles_per_time (Select, and the workflows that select)."""
     algorithm.add(
-        QgsProcessingParameterNumber("MIN_TILE_COVER", algorithm.tr("Minimum cover of the area (min_tile_cover)"),
+        QgsProcessingParameterNumber("MIN_TILE_COVER", algorithm.tr("Minimum cover of the area"),
                                      DOUBLE, defaultValue=0.99, minValue=0.0, maxValue=1.0),
         "Fraction in (0, 1] of the area an acquisition's tiles must cover together to be kept.",
         decimals=3,
     )
     algorithm.add(
         QgsProcessingParameterNumber("MAX_TILES_PER_TIME",
-                                     algorithm.tr("Maximum tiles per acquisition (max_tiles_per_time)"),
+                                     algorithm.tr("Maximum tiles per acquisition"),
                                      INTEGER, optional=True),
         "Most tiles to use for one acquisition; empty means no limit.",
     )

@@ -25,10 +25,10 @@ STATISTICS = {
 
 def add_merge_parameters(algorithm):
     """cloud_thr, shadow_thr (plain) and closing_size, min_area (advanced)."""
-    algorithm.add(QgsProcessingParameterNumber("CLOUD_THR", algorithm.tr("Cloud probability threshold (cloud_thr)"),
+    algorithm.add(QgsProcessingParameterNumber("CLOUD_THR", algorithm.tr("Cloud probability threshold"),
                                                DOUBLE, defaultValue=0.3, minValue=0.0, maxValue=1.0),
                   "A pixel is cloud where its cloud probability is above this (0-1).", decimals=2)
-    algorithm.add(QgsProcessingParameterNumber("SHADOW_THR", algorithm.tr("Shadow probability threshold (shadow_thr)"),
+    algorithm.add(QgsProcessingParameterNumber("SHADOW_THR", algorithm.tr("Shadow probability threshold"),
                                                DOUBLE, defaultValue=0.2, minValue=0.0, maxValue=1.0),
                   "A pixel is cloud shadow where its shadow probability is above this (0-1).", decimals=2)
     algorithm.add(QgsProcessingParameterNumber("CLOSING_SIZE", algorithm.tr("Dilation radius (closing_size, pixels)"),
@@ -90,12 +90,12 @@ class MergeCloudMasksSimple(S2MasksAlgorithm):
             sources["SHADOW_PROBABILITY"], mask_path, classes_path, merge_options(self, parameters, context),
             progress=lambda fraction, message: feedback.setProgress(100 * fraction), should_cancel=feedback.isCanceled)
         # clear is transparent, so the mask overlays the image it was made from
-        styles.write_palette_style(mask_path, cloudmask.MASK_LABELS, transparent=(cloudmask.CLEAR,))
+        styles.write_palette_style(mask_path, cloudmask.MASK_LABELS, transparent=(cloudmask.CLEAR,), alpha=styles.OVERLAY_ALPHA)
         style_on_load(context, mask_path)
         results = {"OUTPUT": str(mask_path), "OUTPUT_CLASSES": str(classes_path) if classes_path else None}
         if classes_path:
             styles.write_palette_style(classes_path, cloudmask.CLASS_LABELS, transparent=(cloudmask.CLEAR,),
-                                       nodata=(cloudmask.NODATA, self.tr("no data")))
+                                       nodata=(cloudmask.NODATA, self.tr("no data")), alpha=styles.OVERLAY_ALPHA)
             style_on_load(context, classes_path)
         row = statistics.as_row()
         results.update({name: row[key] for name, (key, _) in STATISTICS.items()})

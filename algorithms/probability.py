@@ -50,7 +50,7 @@ def add_model_parameters(algorithm, target, prefix=""):
 
 
 def add_inference_parameters(algorithm):
-    algorithm.add(QgsProcessingParameterBoolean("IN_MEMORY", algorithm.tr("Load the whole raster in memory (in_memory)"),
+    algorithm.add(QgsProcessingParameterBoolean("IN_MEMORY", algorithm.tr("Load the whole raster in memory"),
                                                 defaultValue=False),
                   "Read the raster once instead of chip by chip: faster for fast models, needs memory for the "
                   "whole raster at the model's resolution.")

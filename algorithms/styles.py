@@ -12,6 +12,8 @@ from qgis.PyQt.QtGui import QColor
 
 # True colour stretch: reflectance 0 .. 0.25 (DN 0 .. 2500), the same for every date.
 TRUE_COLOUR_MAX_REFLECTANCE = 0.25
+# Masks over the image: flagged classes opaque enough to read, the image still visible beneath.
+OVERLAY_ALPHA = 180
 _FLOAT_TYPES = (Qgis.DataType.Float32, Qgis.DataType.Float64)
 
 
@@ -33,16 +35,16 @@ def write_true_colour_style(raster_path):
     _save(layer, raster_path)
 
 
-def write_palette_style(raster_path, categories, transparent=(), nodata=None):
+def write_palette_style(raster_path, categories, transparent=(), nodata=None, alpha=255):
     """A paletted style, one legend entry per class; categories maps code -> (label, (r, g, b)).
     Codes in `transparent` are drawn fully transparent (the clear class, so a mask overlays the
-    image); `nodata` = (code, label) adds a legend entry for the raster's nodata value."""
+    image), the others with `alpha` (below 255 the image shows through); `nodata` = (code, label)
+    adds a legend entry for the raster's nodata value."""
     layer = QgsRasterLayer(str(raster_path), "mask")
     classes = []
     for code, (label, color) in sorted(categories.items()):
         colour = QColor(*color)
-        if code in transparent:
-            colour.setAlpha(0)
+        colour.setAlpha(0 if code in transparent else alpha)
         classes.append(QgsPalettedRasterRenderer.Class(code, colour, label))
     if nodata is not None:
         classes.append(QgsPalettedRasterRenderer.Class(nodata[0], QColor(128, 128, 128, 0), nodata[1]))

@@ -69,7 +69,7 @@ def test_workflow_loads_one_group_per_run_and_per_date_styled(s2masks_provider, 
     mask = layer(project, f"{stem} improved mask").renderer()
     assert isinstance(mask, QgsPalettedRasterRenderer)
     classes = {c.value: (c.label, c.color.alpha()) for c in mask.classes()}
-    assert classes == {0: ("Clear", 0), 1: ("Cloud", 255)}  # clear is transparent over the image
+    assert classes == {0: ("Clear", 0), 1: ("Cloud", 180)}  # clear transparent, cloud lets the image show through
     assert len(mask.legendSymbologyItems()) == 2  # one legend entry per class
 
 
