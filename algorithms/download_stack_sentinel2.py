@@ -7,6 +7,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputMultipleLayers,
     QgsProcessingOutputNumber,
+    QgsProcessingOutputRasterLayer,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterString,
@@ -31,7 +32,10 @@ class DownloadStackSentinel2(S2MasksAlgorithm):
         "-1000 offset of processing baseline 04.00+ already removed) and one product mask from SCL "
         "(0 clear, 1 opaque cloud, 2 cirrus, 3 saturated/defective, 4 cloud shadow, 255 nodata). Tiles "
         "of one acquisition, also from other UTM zones, are mosaicked onto one grid. Downloaded windows "
-        "are cached: a re-run after Cancel or a failure fetches only what is missing. "
+        "are cached: a re-run after Cancel or a failure fetches only what is missing. Outputs: RASTERS and "
+        "MASKS list every acquisition's files in time order; RASTER and MASK are the stack and product mask "
+        "of the first acquisition in time order only, for wiring into the next step in the Modeler "
+        "(one date at a time). "
         "FarmVibes ops: download_stack_sentinel2, group_sentinel2_orbits, merge_sentinel2_orbits."
     )
 
@@ -56,6 +60,9 @@ class DownloadStackSentinel2(S2MasksAlgorithm):
         self.addOutput(QgsProcessingOutputMultipleLayers("RASTERS", self.tr("Stacked rasters")))
         self.addOutput(QgsProcessingOutputMultipleLayers("MASKS", self.tr("Product masks")))
         self.addOutput(QgsProcessingOutputNumber("COUNT", self.tr("Acquisitions written")))
+        # One raster each, which the Modeler can wire into a step that takes one raster layer.
+        self.addOutput(QgsProcessingOutputRasterLayer("RASTER", self.tr("Stacked raster (first date)")))
+        self.addOutput(QgsProcessingOutputRasterLayer("MASK", self.tr("Product mask (first date)")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         items = [self.run_core(records.parse_item, item) for item in self._items(parameters, context, feedback)]
@@ -83,7 +90,9 @@ class DownloadStackSentinel2(S2MasksAlgorithm):
             masks.append(str(result.mask))
             load_on_completion(context, result.raster, name)
             load_on_completion(context, result.mask, f"{name} product mask")
-        return {"OUTPUT_FOLDER": str(folder), "RASTERS": rasters, "MASKS": masks, "COUNT": len(rasters)}
+        # groups come in time order, so the first files are the first date's
+        return {"OUTPUT_FOLDER": str(folder), "RASTERS": rasters, "MASKS": masks, "COUNT": len(rasters),
+                "RASTER": rasters[0], "MASK": masks[0]}
 
     def _items(self, parameters, context, feedback):
         text = self.parameterAsString(parameters, "ITEM", context).strip()

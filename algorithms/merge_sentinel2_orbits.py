@@ -1,6 +1,9 @@
 """Merge Sentinel-2 orbits: mosaic stacked rasters and masks of one acquisition onto one grid."""
 
+from pathlib import Path
+
 from qgis.core import (
+    QgsProcessingException,
     QgsProcessingParameterCrs,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterRasterDestination,
@@ -20,7 +23,10 @@ class MergeSentinel2Orbits(S2MasksAlgorithm):
         "'Download and stack Sentinel-2' separately) and their product masks onto one 10 m grid over "
         "their union. The first raster has priority; later ones fill only pixels that are still empty "
         "(all bands 0). Inputs in another CRS are reprojected (bilinear for reflectance, nearest for "
-        "masks). FarmVibes op: merge_sentinel2_orbits."
+        "masks). Inputs of different acquisition dates are refused before anything is written (the date is "
+        "that of the products a stack was made from, or the one in its file name, "
+        "<platform>_<YYYYMMDDTHHMMSS>_R<orbit>.tif): merge one date at a time. "
+        "FarmVibes op: merge_sentinel2_orbits."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -38,6 +44,7 @@ class MergeSentinel2Orbits(S2MasksAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         rasters = [layer.source() for layer in self.parameterAsLayerList(parameters, "RASTERS", context)]
         masks = [layer.source() for layer in self.parameterAsLayerList(parameters, "MASKS", context)]
+        self._check_one_date(rasters + masks)
         raster_path = self.tif_destination(parameters, "OUTPUT", context)
         mask_path = self.tif_destination(parameters, "OUTPUT_MASK", context)
         crs = self.parameterAsCrs(parameters, "OUTPUT_CRS", context)
@@ -48,3 +55,14 @@ class MergeSentinel2Orbits(S2MasksAlgorithm):
         styles.write_true_colour_style(raster_path)
         styles.write_palette_style(mask_path, stack.MASK_CATEGORIES)
         return {"OUTPUT": str(raster_path), "OUTPUT_MASK": str(mask_path)}
+
+    def _check_one_date(self, paths):
+        """Refuses, before anything is written, inputs of two acquisition dates: their mosaic would
+        look like one image but mix the clouds and ground of both."""
+        mixed = self.run_core(merge.date_mix, paths)
+        if mixed:
+            (file_a, date_a), (file_b, date_b) = mixed
+            raise QgsProcessingException(self.tr(
+                "The inputs are of different acquisition dates: {date_a} ({file_a}) and {date_b} ({file_b}). "
+                "Merge Sentinel-2 orbits mosaics the tiles of one acquisition; merge one date at a time."
+            ).format(date_a=date_a, file_a=Path(file_a).name, date_b=date_b, file_b=Path(file_b).name))

@@ -1,9 +1,13 @@
-"""The Processing provider: id `s2masks`, one plain list of algorithms."""
+"""The Processing provider: id `s2masks`, one plain list of algorithms, plus the models shipped
+in resources/models/."""
 
-from qgis.core import QgsProcessingProvider
+from pathlib import Path
+
+from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsProcessingModelAlgorithm, QgsProcessingProvider
+from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from .base import ICON_PATH, plugin_metadata
+from .base import ICON_PATH, PLUGIN_DIR, WORKFLOWS_GROUP, plugin_metadata
 from .check_dependencies import CheckDependencies
 from .compute_cloud_prob import ComputeCloudProb
 from .compute_cloud_shadow_prob import ComputeCloudShadowProb
@@ -42,3 +46,59 @@ class S2MasksProvider(QgsProcessingProvider):
     def loadAlgorithms(self):  # noqa: N802
         for algorithm in ALGORITHMS:
             self.addAlgorithm(algorithm())
+        registry = QgsApplication.processingRegistry()
+        if registry.providerById(self.id()) is None:
+            # A model finds its steps, this provider's algorithms, through the registry, which lists
+            # the provider only once it has loaded: load the models then (once), by a refresh.
+            def provider_added(provider_id, provider=self):
+                if provider_id == provider.id():
+                    registry.providerAdded.disconnect(provider_added)
+                    provider.refreshAlgorithms()
+
+            registry.providerAdded.connect(provider_added)
+            return
+        for path in sorted(MODELS_DIR.glob("*.model3")):
+            model = ShippedModel(path)
+            if model.loaded:
+                self.addAlgorithm(model)
+            else:
+                QgsMessageLog.logMessage(
+                    QCoreApplication.translate("S2Masks", "Could not read the model {}; it is left out.").format(path),
+                    self.name(), Qgis.MessageLevel.Warning)
+
+
+MODELS_DIR = PLUGIN_DIR / "resources" / "models"
+
+
+class ShippedModel(QgsProcessingModelAlgorithm):
+    """A model of resources/models/ as an algorithm of the provider: id s2masks:<file name without
+    underscores>, in the workflows group, help in the plugin's style. The .model3 file stays a plain
+    model: it also opens in the Modeler and runs with `qgis_process run <file>`."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = Path(path)
+        self.loaded = self.fromFile(str(self.path))
+
+    def name(self):
+        return self.path.stem.replace("_", "").lower()
+
+    def group(self):
+        return QCoreApplication.translate("S2Masks", WORKFLOWS_GROUP)
+
+    def groupId(self):  # noqa: N802
+        return WORKFLOWS_GROUP.lower().replace(" ", "")  # as the plugin's workflows
+
+    def helpUrl(self):  # noqa: N802
+        return f"{plugin_metadata('homepage')}#in-the-graphical-modeler"
+
+    def shortHelpString(self):  # noqa: N802
+        """The model's description, then one line per parameter, as the plugin's algorithms have."""
+        content = self.helpContent()
+        lines = [f"- {parameter.description()} ({parameter.name()}): {content.get(parameter.name(), '')}"
+                 for parameter in self.parameterDefinitions()]
+        return "\n".join([content.get("ALG_DESC", ""), "", QCoreApplication.translate("S2Masks", "Parameters:")]
+                         + lines)
+
+    def createInstance(self):  # noqa: N802
+        return ShippedModel(self.path)

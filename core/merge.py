@@ -5,11 +5,18 @@ The first input has priority: a pixel of a later input fills only where the mosa
 yet (all bands 0). Inputs in another CRS are reprojected (bilinear for reflectance, nearest for
 masks). Unlike FarmVibes, masks follow the same valid-pixel rule as the rasters, so a later
 input's clouds are not lost under an earlier input's nodata.
+
+Inputs of different acquisition dates are refused: a mosaic of two dates looks like one image
+but mixes clouds and ground of both. The date of a file is the sensing date of the products its
+PRODUCTS tag lists (written by core/stack.py and by this module), else the one in its file name
+(<platform>_<YYYYMMDDTHHMMSS>_R<orbit>.tif, ..._mask.tif); a file that names none is not refused.
 """
 
 import math
+import re
 import shutil
 import tempfile
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +48,69 @@ def union_grid(paths, crs=None):
                 int(round((top - bottom) / size)))
 
 
+# A sensing time as in product ids and stack names: 20221005T115411 (the first one is the sensing
+# time; a product id ends with its processing time).
+_SENSING_TIME = re.compile(r"(?<![0-9])(\d{4})(\d{2})(\d{2})T\d{6}(?![0-9])")
+
+
+def sensing_date(text):
+    """The date of the first sensing time in a product id or file name, or None."""
+    for match in _SENSING_TIME.finditer(text):
+        try:
+            return date(*(int(part) for part in match.groups()))
+        except ValueError:  # 8 digits that are not a date
+            continue
+    return None
+
+
+def acquisition_dates(tags, file_name):
+    """The acquisition dates of one file, from its tags (dict) and its file name: the dates of
+    the products in the PRODUCTS tag, or, when it names none, the date in the file name; an
+    empty set when neither has one."""
+    products = [product for product in tags.get("PRODUCTS", "").split(",") if product.strip()]
+    dates = {day for day in map(sensing_date, products) if day is not None}
+    if not dates:
+        day = sensing_date(Path(file_name).name)
+        dates = {day} if day is not None else set()
+    return dates
+
+
+def first_two_dates(dated_files):
+    """dated_files: [(file, dates)] in input order. The first two different dates, each with
+    the first file that has it, as ((file_a, date_a), (file_b, date_b)); None when all the
+    files that have a date have the same one."""
+    first = None
+    for file, dates in dated_files:
+        for day in sorted(dates):
+            if first is None:
+                first = (file, day)
+            elif day != first[1]:
+                return first, (file, day)
+    return None
+
+
+def file_dates(paths):
+    """[(path, acquisition dates)] of raster files, read from their tags and names (a file GDAL
+    cannot open has only its name; the merge itself then says what is wrong with it)."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    dated = []
+    for path in paths:
+        try:
+            with rasterio.open(path) as src:
+                tags = src.tags()
+        except RasterioIOError:
+            tags = {}
+        dated.append((str(path), acquisition_dates(tags, path)))
+    return dated
+
+
+def date_mix(paths):
+    """((file_a, date_a), (file_b, date_b)) when the files are of two acquisition dates, else None."""
+    return first_two_dates(file_dates(paths))
+
+
 def check_inputs(rasters, masks):
     import rasterio
 
@@ -52,6 +122,12 @@ def check_inputs(rasters, masks):
         with rasterio.open(path) as src:
             if src.count != len(S2_BANDS) or tuple(src.descriptions) != S2_BANDS:
                 raise InputError(f"{path} is not a stacked Sentinel-2 raster (12 bands {', '.join(S2_BANDS)}).")
+    mixed = date_mix(list(rasters) + list(masks))
+    if mixed:
+        (file_a, date_a), (file_b, date_b) = mixed
+        raise InputError(f"The inputs are of different acquisition dates: {date_a} ({Path(file_a).name}) and "
+                         f"{date_b} ({Path(file_b).name}). A merge mosaics the tiles of one acquisition; "
+                         "merge one date at a time.")
 
 
 def merge_stacks(rasters, masks, raster_path, mask_path, crs=None, block_size=1024, progress=None, should_cancel=None):

@@ -1,16 +1,27 @@
 """Download and stack, Merge orbits and the Preprocess workflow, run as a user runs them."""
 
+import copy
+import shutil
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from qgis.core import QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback, QgsVectorLayer
+import rasterio.shutil
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
 from shapely.geometry import box
 from stack_helpers import FIXTURE_ID, split_two_zones
 
 from s2masks.core import grid as grids
-from s2masks.core import records, stack
+from s2masks.core import merge, records, stack
 
 AREA = "-8.74,-8.62,53.09,53.16 [EPSG:4326]"  # xmin,xmax,ymin,ymax, inside the T29UNU fixture
 
@@ -109,3 +120,99 @@ def test_merge_refuses_mismatched_inputs(s2masks_provider, tmp_path):
     with pytest.raises(QgsProcessingException):
         run("mergesentinel2orbits", {"RASTERS": [], "MASKS": [], "OUTPUT": str(tmp_path / "m.tif"),
                                      "OUTPUT_MASK": str(tmp_path / "mm.tif")})
+
+
+def test_download_gives_the_first_date_as_one_raster_and_mask(s2masks_provider, tmp_path):
+    """RASTER and MASK, which the Modeler can wire into a step taking one raster, are the first
+    acquisition's in time order; RASTERS and MASKS still list every date."""
+    import processing
+    from pc_server import PlanetaryComputerDouble, load_recorded_items
+
+    items = load_recorded_items()
+    fixture = next(item for item in items if item["id"] == FIXTURE_ID)
+    later = copy.deepcopy(fixture)  # the same pixels, sensed three days later
+    later["id"] = FIXTURE_ID.replace("20221005T115411", "20221008T115411")
+    later["properties"]["datetime"] = fixture["properties"]["datetime"].replace("2022-10-05", "2022-10-08")
+    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()  # one context: temporary layers
+    with PlanetaryComputerDouble(items=items + [later]) as double:
+        listed = processing.run("s2masks:listsentinel2products", {
+            "EXTENT": AREA, "START_DATE": "2022-10-01", "END_DATE": "2022-10-10", "STAC_URL": double.url,
+            "OUTPUT": "TEMPORARY_OUTPUT"}, context=context, feedback=feedback)
+        # the layer lists the later date first: the outputs follow time, not the layer
+        newest_first = processing.run("native:orderbyexpression", {
+            "INPUT": listed["OUTPUT"], "EXPRESSION": '"datetime"', "ASCENDING": False, "OUTPUT": "TEMPORARY_OUTPUT"},
+            context=context, feedback=feedback)["OUTPUT"]
+        assert [f["item_id"] for f in newest_first.getFeatures()] == [later["id"], FIXTURE_ID]
+        result = processing.run("s2masks:downloadstacksentinel2", {
+            "FOOTPRINTS": newest_first, "EXTENT": AREA, "CACHE_FOLDER": str(tmp_path / "cache"),
+            "OUTPUT_FOLDER": str(tmp_path / "out")}, context=context, feedback=feedback)
+    assert result["COUNT"] == 2
+    assert [Path(p).name for p in result["RASTERS"]] == ["S2A_20221005T115411_R023.tif", "S2A_20221008T115411_R023.tif"]
+    assert result["RASTER"] == result["RASTERS"][0] and result["MASK"] == result["MASKS"][0]
+    assert Path(result["MASK"]).name == "S2A_20221005T115411_R023_mask.tif"
+    for path in (result["RASTER"], result["MASK"]):
+        assert QgsRasterLayer(path, "output").isValid()
+    algorithm = QgsApplication.processingRegistry().algorithmById("s2masks:downloadstacksentinel2")
+    outputs = {output.name(): output.type() for output in algorithm.outputDefinitions()}
+    assert outputs == {"RASTERS": "outputMultilayer", "MASKS": "outputMultilayer", "COUNT": "outputNumber",
+                       "RASTER": "outputRaster", "MASK": "outputRaster", "OUTPUT_FOLDER": "outputFolder"}
+
+
+@pytest.mark.parametrize("tags, name, dates", [
+    ({"PRODUCTS": "S2A_MSIL2A_20221005T115411_R023_T29UNU_20221005T164454"}, "mosaic.tif", {date(2022, 10, 5)}),
+    ({"PRODUCTS": "S2A_MSIL2A_20221005T115411_R023_T29UNU_20221005T164454"}, "S2A_20221015T115411_R023.tif",
+     {date(2022, 10, 5)}),  # the products it was made from count, not a name given later
+    ({"PRODUCTS": "S2B_MSIL2A_20240419T061629_R091_T46XES_20240419T090000,"
+                  "S2B_MSIL2A_20240419T061629_R091_T47XML_20240419T090000"}, "x.tif", {date(2024, 4, 19)}),
+    ({}, "S2A_20221005T115411_R023_mask.tif", {date(2022, 10, 5)}),
+    ({"PRODUCTS": ""}, "/data/S2B_20240419T061629_R091.tif", {date(2024, 4, 19)}),
+    ({}, "merged.tif", set()),
+    ({}, "S2A_20221345T115411_R023.tif", set()),  # 13th month: not a date
+])
+def test_acquisition_dates_from_tags_or_file_name(tags, name, dates):
+    assert merge.acquisition_dates(tags, name) == dates
+
+
+def test_first_two_dates_skips_files_without_a_date():
+    day, other = date(2022, 10, 5), date(2022, 10, 15)
+    assert merge.first_two_dates([("a", {day}), ("b", set()), ("c", {day}), ("d", {other})]) == (("a", day),
+                                                                                                  ("d", other))
+    assert merge.first_two_dates([("a", {day}), ("b", set()), ("c", {day})]) is None
+    assert merge.first_two_dates([("a", {day, other})]) == (("a", day), ("a", other))
+
+
+def stack_copy(stacked, folder, name, products):
+    """A copy of the fixture stack and its mask as <name>.tif and <name>_mask.tif, with its PRODUCTS tag
+    set to `products`."""
+    folder.mkdir(exist_ok=True)
+    raster, mask = folder / f"{name}.tif", folder / f"{name}_mask.tif"
+    rasterio.shutil.copy(stacked.raster, raster, driver="GTiff")  # a plain GeoTIFF: tags change in place
+    shutil.copyfile(stacked.mask, mask)
+    with rasterio.open(raster, "r+") as dst:
+        dst.update_tags(PRODUCTS=products)  # GDAL drops a tag set to ""
+    with rasterio.open(raster) as src:
+        assert src.tags().get("PRODUCTS", "") == products
+    return str(raster), str(mask)
+
+
+# another date in the products the copy was made from, or only in its file name
+@pytest.mark.parametrize("products", ["S2A_MSIL2A_20221015T115411_R023_T29UNU_20221015T164454", ""])
+def test_merge_orbits_refuses_two_dates_and_writes_nothing(s2masks_provider, stacked, tmp_path, products):
+    raster, mask = stack_copy(stacked, tmp_path / "copies", "S2A_20221015T115411_R023", products)
+    out = tmp_path / "out"
+    with pytest.raises(QgsProcessingException) as error:
+        run("mergesentinel2orbits", {"RASTERS": [str(stacked.raster), raster], "MASKS": [str(stacked.mask), mask],
+                                     "OUTPUT": str(out / "merged.tif"), "OUTPUT_MASK": str(out / "merged_mask.tif")})
+    message = str(error.value)
+    assert "2022-10-05 (s2.tif)" in message and "2022-10-15 (S2A_20221015T115411_R023" in message
+    assert "merge one date at a time" in message
+    assert not out.exists()
+
+
+def test_merge_orbits_does_not_refuse_a_raster_without_a_date(s2masks_provider, stacked, tmp_path):
+    raster, mask = stack_copy(stacked, tmp_path / "copies", "other", "")
+    result, _ = run("mergesentinel2orbits", {
+        "RASTERS": [str(stacked.raster), raster], "MASKS": [str(stacked.mask), mask],
+        "OUTPUT": str(tmp_path / "merged.tif"), "OUTPUT_MASK": str(tmp_path / "merged_mask.tif")})
+    with rasterio.open(result["OUTPUT"]) as merged, rasterio.open(stacked.raster) as first:
+        assert merged.shape == first.shape and (merged.read() == first.read()).all()

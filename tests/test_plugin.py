@@ -12,7 +12,8 @@ ALGORITHM_IDS = {"s2masks:listsentinel2products", "s2masks:selectnecessarycovera
                  "s2masks:downloadstacksentinel2", "s2masks:mergesentinel2orbits", "s2masks:preprocesss2",
                  "s2masks:computecloudprob", "s2masks:computeshadowprob", "s2masks:computecloudshadowprob",
                  "s2masks:mergecloudmaskssimple", "s2masks:improvecloudmask", "s2masks:preprocesss2improvedmasks",
-                 "s2masks:installdependencies", "s2masks:checkdependencies"}
+                 "s2masks:installdependencies", "s2masks:checkdependencies",
+                 "s2masks:preprocesss2improvedmaskssteps"}  # the model shipped in resources/models
 
 
 def test_class_factory_accepts_no_iface(qgis_processing):
