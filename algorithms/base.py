@@ -115,14 +115,15 @@ class S2MasksAlgorithm(QgsProcessingAlgorithm):
         """The file behind a raster layer parameter, or an error naming the parameter."""
         layer = self.parameterAsRasterLayer(parameters, key, context)
         if layer is None:
-            raise QgsProcessingException(f"Could not open the raster given as {key}.")
+            raise QgsProcessingException(self.tr("Could not open the raster given as {}.").format(key))
         return layer.source()
 
     def tif_destination(self, parameters, key, context):
         """A raster destination's path; core/ writes GeoTIFF only, so other formats are refused."""
         path = Path(self.parameterAsOutputLayer(parameters, key, context))
         if path.suffix.lower() not in (".tif", ".tiff"):
-            raise QgsProcessingException(f"Write {key} as GeoTIFF (.tif), not {path.suffix or 'without extension'}.")
+            raise QgsProcessingException(self.tr("Write {} as GeoTIFF (.tif), not {}.").format(
+                key, path.suffix or self.tr("without extension")))
         return path
 
     # -- core access -----------------------------------------------------------------------
@@ -180,7 +181,7 @@ def run_child(child_id, parameters, context, feedback, **extra):
         raise QgsProcessingException(message)
     results, ok = child.run(values, context, feedback, {}, False)
     if not ok:
-        raise QgsProcessingException(f"{child.displayName()} failed.")
+        raise QgsProcessingException(QCoreApplication.translate("S2Masks", "{} failed.").format(child.displayName()))
     feedback.pushInfo(QCoreApplication.translate("S2Masks", "{} finished.").format(child.displayName()))
     return results
 

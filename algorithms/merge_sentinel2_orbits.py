@@ -53,7 +53,8 @@ class MergeSentinel2Orbits(S2MasksAlgorithm):
                       progress=lambda fraction, message: feedback.setProgress(100 * fraction),
                       should_cancel=feedback.isCanceled)
         styles.write_true_colour_style(raster_path)
-        styles.write_palette_style(mask_path, stack.MASK_CATEGORIES)
+        styles.write_palette_style(mask_path, stack.MASK_CATEGORIES, transparent=(stack.MASK_CLEAR,),
+                                   alpha=styles.OVERLAY_ALPHA)
         return {"OUTPUT": str(raster_path), "OUTPUT_MASK": str(mask_path)}
 
     def _check_one_date(self, paths):

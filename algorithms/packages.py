@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from qgis.core import Qgis, QgsApplication
+from qgis.PyQt.QtCore import QCoreApplication
 
 from ..core import dependencies
 
@@ -46,13 +47,17 @@ def missing() -> List[dependencies.Missing]:
 
 def missing_message(needed: List[dependencies.Missing]) -> str:
     """All missing packages at once, and the one thing to do about it."""
-    lines = ["This algorithm needs Python packages that QGIS's Python does not have:"]
+    lines = [_tr("This algorithm needs Python packages that QGIS's Python does not have:")]
     lines += [f"  - {entry.describe()}" for entry in needed]
-    lines += ["Install them into your QGIS profile with the plugin's installer: Processing Toolbox > "
-              "Sentinel-2 improved masks > Setup > Install dependencies (or run "
-              "qgis_process run s2masks:installdependencies), then run this again. "
-              "The README's 'Installing in QGIS' section describes doing it by hand."]
+    lines += [_tr("Install them into your QGIS profile with the plugin's installer: Plugins > Sentinel-2 improved "
+                  "masks > Install dependencies, or Processing Toolbox > Sentinel-2 improved masks > 5 Setup > "
+                  "Install dependencies (or run qgis_process run s2masks:installdependencies), then run this "
+                  "again. The README's 'Installing in QGIS' section describes doing it by hand.")]
     return "\n".join(lines)
+
+
+def _tr(text: str) -> str:
+    return QCoreApplication.translate("S2Masks", text)
 
 
 def geos_text() -> str:

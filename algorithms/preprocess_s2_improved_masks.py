@@ -115,14 +115,15 @@ class PreprocessS2ImprovedMasks(S2MasksAlgorithm):
         rows = []
         pairs = list(zip(preprocessed["RASTERS"], preprocessed["MASKS"]))
         if not pairs:
-            feedback.pushWarning("No acquisition to improve: the statistics table is empty.")
+            feedback.pushWarning(self.tr("No acquisition to improve: the statistics table is empty."))
         per_acquisition = QgsProcessingMultiStepFeedback(max(1, len(pairs)), steps)
         for number, (raster, product_mask) in enumerate(pairs):
             per_acquisition.setCurrentStep(number)
             if feedback.isCanceled():
                 raise QgsProcessingException(self.tr("Cancelled; the acquisitions finished so far are kept."))
             stem = str(folder / Path(raster).stem)
-            feedback.pushInfo(f"Improving the cloud mask of {Path(raster).stem} ({number + 1}/{len(pairs)})")
+            feedback.pushInfo(self.tr("Improving the cloud mask of {} ({}/{})").format(Path(raster).stem, number + 1,
+                                                                                          len(pairs)))
             improved = improve(parameters, context, per_acquisition, raster, product_mask, {
                 "OUTPUT": f"{stem}_improved_mask.tif", "OUTPUT_CLASSES": f"{stem}_classes.tif",
                 "CLOUD_OUTPUT": f"{stem}_cloud.tif", "SHADOW_OUTPUT": f"{stem}_shadow.tif"})

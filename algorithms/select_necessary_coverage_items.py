@@ -50,7 +50,8 @@ class SelectNecessaryCoverageItems(S2MasksAlgorithm):
         area = self.run_core(geometry.area_from_geojson, area_geojson(self, parameters, context))
         source = self.parameterAsSource(parameters, "FOOTPRINTS", context)
         if source is None:
-            raise QgsProcessingException(f"Could not open the footprint layer {parameters.get('FOOTPRINTS')!r}.")
+            raise QgsProcessingException(self.tr("Could not open the footprint layer {!r}.").format(
+                parameters.get("FOOTPRINTS")))
         items = footprints.read_items(source, feedback)
         by_id = {item["id"]: item for item in items}
         parsed = [self.run_core(records.parse_item, item) for item in items]
@@ -64,7 +65,7 @@ class SelectNecessaryCoverageItems(S2MasksAlgorithm):
         sink, dest_id = self.parameterAsSink(parameters, "OUTPUT", context, layer_fields,
                                              footprints.GEOMETRY_TYPE, WGS84)
         if sink is None:
-            raise QgsProcessingException(f"Could not create the output layer {parameters.get('OUTPUT')!r}.")
+            raise QgsProcessingException(self.tr("Could not create the output layer {!r}.").format(parameters.get("OUTPUT")))
         footprints.style_footprints_on_load(context, dest_id)
         for result in results:
             for order, record in enumerate(result.selected, start=1):
@@ -78,5 +79,5 @@ class SelectNecessaryCoverageItems(S2MasksAlgorithm):
                 "No acquisition covers the area enough: the output is empty. Lower min_tile_cover "
                 "(for example 0.5), raise max_tiles_per_time, or use a smaller area."
             )
-        feedback.pushInfo(f"{kept} acquisition(s) kept, {dropped} dropped.")
+        feedback.pushInfo(self.tr("{} acquisition(s) kept, {} dropped.").format(kept, dropped))
         return {"OUTPUT": dest_id, "ACQUISITIONS": kept, "DROPPED": dropped}

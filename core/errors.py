@@ -43,7 +43,7 @@ def missing_dependency_message(module_name):
     pip_name, apt_name = _INSTALL_HINTS.get(top, (top, None))
     lines = [
         f"The Python package '{pip_name}' cannot be imported in the Python that QGIS uses.",
-        "Run the plugin's installer: Processing Toolbox > Sentinel-2 improved masks > Setup > Install "
+        "Run the plugin's installer: Processing Toolbox > Sentinel-2 improved masks > 5 Setup > Install "
         "dependencies (or qgis_process run s2masks:installdependencies), then run this again.",
         f"By hand, with QGIS's Python: python3 -m pip install '{pip_name}'",
     ]

@@ -95,7 +95,7 @@ def test_optional_layers_load_when_asked(s2masks_provider, pc_double, tmp_path, 
         assert all(item.color.alpha() > 0 for item in items if item.value >= threshold)
     product = layer(project, f"{stem} product mask").renderer()
     assert isinstance(product, QgsPalettedRasterRenderer)
-    assert [c.label for c in product.classes()][:2] == ["clear", "opaque cloud (SCL 8, 9)"]
+    assert [(c.label, c.color.alpha()) for c in product.classes()][:2] == [("clear", 0), ("opaque cloud (SCL 8, 9)", 180)]
 
 
 def test_single_steps_load_their_outputs_styled(s2masks_provider, stacked, tmp_path, project):
