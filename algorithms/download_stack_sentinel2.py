@@ -84,7 +84,8 @@ class DownloadStackSentinel2(S2MasksAlgorithm):
                 stack.stack_acquisition, group, area, target_grid, folder / f"{name}.tif", folder / f"{name}_mask.tif",
                 options, progress=_progress(feedback, number, len(groups)), should_cancel=feedback.isCanceled)
             styles.write_true_colour_style(result.raster)
-            styles.write_palette_style(result.mask, stack.MASK_CATEGORIES)
+            styles.write_palette_style(result.mask, stack.MASK_CATEGORIES, transparent=(stack.MASK_CLEAR,),
+                                       alpha=styles.OVERLAY_ALPHA)
             feedback.pushInfo(f"Wrote {result.raster} and {result.mask} ({result.valid_fraction:.0%} valid pixels)")
             rasters.append(str(result.raster))
             masks.append(str(result.mask))
