@@ -106,3 +106,20 @@ def enabled_qgis_process_env(qgis_process_env):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     return qgis_process_env
+
+
+@pytest.fixture
+def loading_project(qgis_processing, monkeypatch):
+    """QgsProject.instance(), empty, for runAndLoadResults. QGIS 3.44's Processing hands loaded
+    results to iface.layerTreeView(); pytest-qgis's iface is a mock, so results go straight to the
+    project's layer tree instead, as they do when QGIS has no window. Layers are removed at the end
+    (QGIS crashes at exit with layers left over)."""
+    from processing.gui import Postprocessing
+    from qgis.core import QgsProject
+
+    monkeypatch.setattr(Postprocessing, "iface", None, raising=False)
+    project = QgsProject.instance()
+    project.clear()
+    yield project
+    project.removeAllMapLayers()
+    project.clear()

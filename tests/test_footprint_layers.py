@@ -31,9 +31,8 @@ def recorded_rendered_previews():
 
 
 @pytest.fixture
-def project(qgis_new_project):
-    yield qgis_new_project
-    QgsProject.instance().removeAllMapLayers()  # QGIS crashes at exit with layers left over
+def project(qgis_new_project, loading_project):
+    return loading_project
 
 
 def run_and_load(algorithm, parameters):

@@ -20,12 +20,8 @@ DATE_GROUP = "2022-10-05 S2A_20221005T115411_R023"
 
 
 @pytest.fixture
-def project():
-    project = QgsProject.instance()
-    project.clear()
-    yield project
-    project.removeAllMapLayers()
-    project.clear()
+def project(loading_project):
+    return loading_project
 
 
 def run_and_load(pc_double, tmp_path, **extra):
