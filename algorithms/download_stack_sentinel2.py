@@ -13,12 +13,19 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core import geometry, grid, records, stack
+from ..core import geometry, grid, records, search, stack
 from . import footprints, styles
 from .layers import load_on_completion
 from .base import S2MasksAlgorithm
 from .compat import POLYGON_SOURCE
-from .inputs import add_area_parameters, add_download_parameters, area_geojson, download_options, output_crs
+from .inputs import (
+    add_area_parameters,
+    add_download_parameters,
+    area_geojson,
+    download_options,
+    output_crs,
+    request_policy,
+)
 
 
 class DownloadStackSentinel2(S2MasksAlgorithm):
@@ -70,7 +77,9 @@ class DownloadStackSentinel2(S2MasksAlgorithm):
             raise QgsProcessingException("No products to download: the footprint layer is empty.")
         area = self._area(parameters, context, feedback, items)
         folder = Path(self.parameterAsString(parameters, "OUTPUT_FOLDER", context))
-        options = download_options(self, parameters, context)
+        options = download_options(self, parameters, context, feedback)
+        if options.proxies.http or options.proxies.https:
+            feedback.pushInfo(self.tr("Proxy: {}").format(options.proxies.describe()))
         groups = stack.acquisition_groups(items)
         target_grid = self.run_core(grid.output_grid, area, output_crs(self, parameters, context))
         rasters, masks = [], []
@@ -99,22 +108,21 @@ class DownloadStackSentinel2(S2MasksAlgorithm):
         text = self.parameterAsString(parameters, "ITEM", context).strip()
         if text:
             if text.startswith(("http://", "https://")):
-                return [self.run_core(self._fetch_item, text)]  # run_core: requests may be missing
+                policy = request_policy(self, parameters, context, "DL_TIMEOUT")
+                return [self.run_core(self._fetch_item, text, policy, feedback)]  # run_core: requests may be missing
             return [_parse_json(text)]
         source = self.parameterAsSource(parameters, "FOOTPRINTS", context)
         if source is None:
             raise QgsProcessingException("Give the selected footprints (FOOTPRINTS) or one STAC item (ITEM).")
         return footprints.read_items(source, feedback)
 
-    def _fetch_item(self, url):
-        import requests
-
+    def _fetch_item(self, url, policy, feedback):
         try:
-            response = requests.get(url, timeout=60)
-            response.raise_for_status()
-            return response.json()
-        except (requests.RequestException, ValueError) as err:
-            raise QgsProcessingException(f"Could not read the STAC item at {url}: {err}") from err
+            _, item = search.fetch("GET", url, policy, label="The STAC item", should_cancel=feedback.isCanceled,
+                                   hint="Check the item URL, your network and proxy settings, or raise DL_TIMEOUT.")
+        except search.SearchError as err:
+            raise QgsProcessingException(self.tr("Could not read the STAC item at {}: {}").format(url, err)) from err
+        return item
 
     def _area(self, parameters, context, feedback, items):
         if parameters.get("AREA") or parameters.get("EXTENT"):

@@ -21,13 +21,15 @@ from qgis.core import (
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
+    QgsProcessingParameterAuthConfig,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
 )
 from qgis.PyQt.QtCore import QDate, QDateTime, QTime
 
-from ..core import stack
-from .compat import DATE, DOUBLE, FOLDER_BEHAVIOUR, INTEGER, POLYGON_SOURCE
+from ..core import search, stack
+from . import network
+from .compat import DATE, DOUBLE, FLAG_OPTIONAL, FOLDER_BEHAVIOUR, INTEGER, POLYGON_SOURCE
 
 EXTENT = "EXTENT"
 AREA_LAYER = "AREA"
@@ -156,13 +158,109 @@ def add_search_parameters(algorithm, cloud_cover_advanced=False):
     )
 
 
+SECRET_MASK = "********"
+
+
+def _is_given(value):
+    return isinstance(value, str) and bool(value.strip())
+
+
+class SecretStringParameter(QgsProcessingParameterString):
+    """A string parameter whose value QGIS never shows: the dialog's log ("Input parameters"),
+    processing.log, the history and 'Copy as Python / qgis_process command' all print SECRET_MASK.
+
+    QGIS has no flag for sensitive values (QgsProcessingParameterDefinition's flags are Advanced,
+    Hidden, Optional and IsModelOutput, in 3.22 as in 3.40); these all go through the value-to-text
+    methods overridden here. Only qgis_process's own "Inputs" block prints its command-line
+    arguments as typed, before any plugin runs: give the key there with AUTHCFG or
+    PC_SDK_SUBSCRIPTION_KEY instead.
+    """
+
+    def valueAsPythonString(self, value, context):  # noqa: N802
+        if _is_given(value):
+            return repr(SECRET_MASK)
+        return super().valueAsPythonString(value, context)
+
+    def valueAsJsonObject(self, value, context):  # noqa: N802  (QGIS 3.24 and later)
+        if _is_given(value):
+            return SECRET_MASK
+        return super().valueAsJsonObject(value, context)
+
+    def valueAsString(self, value, context):  # noqa: N802  (QGIS 3.24 and later; returns (text, ok))
+        if _is_given(value):
+            return SECRET_MASK, True
+        return super().valueAsString(value, context)
+
+    def clone(self):
+        copy = SecretStringParameter(self.name(), self.description(), self.defaultValue(), self.multiLine(),
+                                     bool(self.flags() & FLAG_OPTIONAL))
+        copy.setFlags(self.flags())
+        copy.setMetadata(self.metadata())
+        copy.setHelp(self.help())
+        return copy
+
+
 def add_pc_key_parameter(algorithm, help_text, advanced=True):
+    """AUTHCFG (the subscription key from QGIS's Authentication Manager) and the deprecated PC_KEY."""
     algorithm.add(
-        QgsProcessingParameterString("PC_KEY", algorithm.tr("Planetary Computer subscription key"),
-                                     optional=True),
-        help_text,
+        QgsProcessingParameterAuthConfig("AUTHCFG", algorithm.tr("Planetary Computer subscription key "
+                                                                 "(authentication configuration)"), optional=True),
+        help_text + " Pick an authentication configuration of QGIS's Authentication Manager: method 'API Header' "
+        "with the header Ocp-Apim-Subscription-Key and your key as value (QGIS 3.24 and later), or 'Basic' with "
+        "the key as password (QGIS 3.22). Empty: the PC_SDK_SUBSCRIPTION_KEY environment variable, if set, else "
+        "anonymous access. The key itself is never printed.",
         advanced=advanced,
     )
+    algorithm.add(
+        SecretStringParameter("PC_KEY", algorithm.tr("Planetary Computer subscription key (deprecated: use AUTHCFG)"),
+                              optional=True),
+        "Deprecated, kept for existing scripts and models: the key as plain text. QGIS logs show it masked, but "
+        "qgis_process prints every argument it is given, and models store it in clear: use AUTHCFG or the "
+        "PC_SDK_SUBSCRIPTION_KEY environment variable.",
+        advanced=True,
+    )
+
+
+def subscription_key(algorithm, parameters, context, feedback=None):
+    """(key or None, explicit): AUTHCFG, else the deprecated PC_KEY, else PC_SDK_SUBSCRIPTION_KEY.
+
+    `explicit` is True when the key was chosen for this run (AUTHCFG or PC_KEY); a key that only
+    comes from the environment is sent to Planetary Computer's hosts only (see search_key).
+    """
+    authcfg = algorithm.parameterAsString(parameters, "AUTHCFG", context).strip() \
+        if algorithm.parameterDefinition("AUTHCFG") else ""
+    if authcfg:
+        return network.subscription_key_from_auth_config(authcfg), True
+    key = algorithm.parameterAsString(parameters, "PC_KEY", context).strip() \
+        if algorithm.parameterDefinition("PC_KEY") else ""
+    if key and set(key) == {"*"}:
+        if feedback is not None:
+            feedback.pushWarning(algorithm.tr(
+                "PC_KEY holds the mask QGIS logs in place of the key, not a key: it is ignored. Choose the key "
+                "with AUTHCFG."))
+        key = ""
+    if key:
+        if feedback is not None:
+            feedback.pushWarning(algorithm.tr(
+                "PC_KEY is deprecated: give the subscription key with AUTHCFG (QGIS's Authentication Manager) or "
+                "the PC_SDK_SUBSCRIPTION_KEY environment variable, which nothing prints."))
+        return key, True
+    return search.subscription_key(), False
+
+
+def search_key(url, key, explicit):
+    """The key to send to the STAC API at `url`: one from the environment only goes to Planetary
+    Computer, never to another STAC API the user points STAC_URL at."""
+    return key if key and (explicit or search.is_planetary_computer(url)) else None
+
+
+def request_policy(algorithm, parameters, context, timeout_key, attempts_key=None):
+    """The bounds of every request of a step (core.search.RequestPolicy), with this run's proxies."""
+    attempts = 4
+    if attempts_key and algorithm.parameterDefinition(attempts_key):
+        attempts = algorithm.parameterAsInt(parameters, attempts_key, context)
+    return search.RequestPolicy(timeout=algorithm.parameterAsDouble(parameters, timeout_key, context),
+                                attempts=attempts, proxies=network.proxies())
 
 
 def add_coverage_parameters(algorithm):
@@ -186,7 +284,10 @@ def add_download_parameters(algorithm, pc_key_advanced=True):
     algorithm.add(
         QgsProcessingParameterNumber("DL_TIMEOUT", algorithm.tr("Download timeout per request (dl_timeout, s)"),
                                      DOUBLE, defaultValue=120.0, minValue=1.0),
-        "Seconds GDAL waits for each HTTP request of a band before retrying (3 retries), then fails.",
+        "Seconds each HTTP request may take, to connect and to answer in full: the band reads, the token "
+        "requests (and in the workflows the STAC search). Up to 4 attempts, with pauses of 1, 2 and 4 s (longer "
+        "when the server asks with Retry-After, at most 30 s); a step whose server does not answer fails within "
+        "about 4 times this plus the pauses, naming the host.",
         decimals=0,
     )
     add_pc_key_parameter(algorithm, "Optional key used to obtain the SAS tokens that sign the band URLs.",
@@ -212,13 +313,15 @@ def add_download_parameters(algorithm, pc_key_advanced=True):
     )
 
 
-def download_options(algorithm, parameters, context):
+def download_options(algorithm, parameters, context, feedback=None):
     cache = algorithm.parameterAsFile(parameters, "CACHE_FOLDER", context)
+    key, _ = subscription_key(algorithm, parameters, context, feedback)
     return stack.StackOptions(
         cache_dir=Path(cache) if cache else Path(tempfile.gettempdir()) / "s2masks-cache",
         resampling=RESAMPLING_METHODS[algorithm.parameterAsEnum(parameters, "RESAMPLING", context)],
         dl_timeout=algorithm.parameterAsDouble(parameters, "DL_TIMEOUT", context),
-        pc_key=algorithm.parameterAsString(parameters, "PC_KEY", context).strip() or None,
+        pc_key=key,
+        proxies=network.proxies(),
     )
 
 

@@ -21,6 +21,9 @@ from .inputs import (
     add_search_parameters,
     area_geojson,
     date_range,
+    request_policy,
+    search_key,
+    subscription_key,
 )
 
 
@@ -45,7 +48,8 @@ class ListSentinel2Products(S2MasksAlgorithm):
         self.add(
             QgsProcessingParameterNumber("TIMEOUT", self.tr("Request timeout (s)"), DOUBLE,
                                          defaultValue=30.0, minValue=1.0),
-            "Seconds to wait for each answer of the STAC API before retrying.",
+            "Seconds each request to the STAC API may take, to connect and to answer in full, before it is "
+            "tried again. The search fails within about ATTEMPTS times this plus the pauses, naming the host.",
             decimals=0,
         )
         add_pc_key_parameter(self, "Optional key, sent as Ocp-Apim-Subscription-Key; raises Planetary "
@@ -53,7 +57,8 @@ class ListSentinel2Products(S2MasksAlgorithm):
         self.add(
             QgsProcessingParameterNumber("ATTEMPTS", self.tr("Attempts per request"), INTEGER,
                                          defaultValue=4, minValue=1, maxValue=20),
-            "Tries per request on HTTP 429/5xx, timeouts and dropped connections, with doubling pauses.",
+            "Tries per request on HTTP 429/5xx, timeouts and dropped connections, with pauses of 1, 2, 4... s "
+            "(longer when the server asks with Retry-After, at most 30 s).",
             advanced=True,
         )
         self.add(
@@ -69,8 +74,12 @@ class ListSentinel2Products(S2MasksAlgorithm):
         max_cloud = self.parameterAsDouble(parameters, "MAX_CLOUD_COVER", context)
         url = self.parameterAsString(parameters, "STAC_URL", context).strip() or PLANETARY_COMPUTER_STAC
         west, south, east, north = area.bounds
-        feedback.pushInfo(f"Searching {url} for {start} .. {end} over lon {west:.4f}..{east:.4f}, "
-                          f"lat {south:.4f}..{north:.4f}")
+        key, explicit = subscription_key(self, parameters, context, feedback)
+        policy = request_policy(self, parameters, context, "TIMEOUT", "ATTEMPTS")
+        feedback.pushInfo(self.tr("Searching {} for {} .. {} over lon {:.4f}..{:.4f}, lat {:.4f}..{:.4f}").format(
+            url, start, end, west, east, south, north))
+        if policy.proxies.http or policy.proxies.https:
+            feedback.pushInfo(self.tr("Proxy: {}").format(policy.proxies.describe()))
         items = self.run_core(
             search.search_items,
             geometry.search_geometry(area),
@@ -78,9 +87,10 @@ class ListSentinel2Products(S2MasksAlgorithm):
             end,
             max_cloud_cover=None if max_cloud >= 100 else max_cloud,
             url=url,
-            pc_key=self.parameterAsString(parameters, "PC_KEY", context).strip() or None,
-            timeout=self.parameterAsDouble(parameters, "TIMEOUT", context),
-            attempts=self.parameterAsInt(parameters, "ATTEMPTS", context),
+            pc_key=search_key(url, key, explicit),
+            timeout=policy.timeout,
+            attempts=policy.attempts,
+            proxies=policy.proxies,
             log=feedback.pushInfo,
             should_cancel=feedback.isCanceled,
         )
@@ -91,17 +101,20 @@ class ListSentinel2Products(S2MasksAlgorithm):
         sink, dest_id = self.parameterAsSink(parameters, "OUTPUT", context, layer_fields,
                                              footprints.GEOMETRY_TYPE, WGS84)
         if sink is None:
-            raise QgsProcessingException(f"Could not create the output layer {parameters.get('OUTPUT')!r}.")
+            raise QgsProcessingException(self.tr("Could not create the output layer {!r}.").format(
+                parameters.get("OUTPUT")))
         footprints.style_footprints_on_load(context, dest_id)
         for item, record in zip(items, parsed):
             sink.addFeature(footprints.make_feature(layer_fields, item, record, covers[record.id]),
                             QgsFeatureSink.Flag.FastInsert)
         if not items:
-            feedback.pushWarning(
-                f"No Sentinel-2 L2A product found for {start} .. {end} over this area"
-                + (f" with at most {max_cloud:g}% cloud cover" if max_cloud < 100 else "")
-                + ". Widen the dates or the area, or raise the maximum cloud cover."
-            )
+            if max_cloud < 100:
+                warning = self.tr("No Sentinel-2 L2A product found for {} .. {} over this area with at most {:g}% "
+                                  "cloud cover. Widen the dates or the area, or raise the maximum cloud cover.")
+                feedback.pushWarning(warning.format(start, end, max_cloud))
+            else:
+                feedback.pushWarning(self.tr("No Sentinel-2 L2A product found for {} .. {} over this area. Widen the "
+                                             "dates or the area, or raise the maximum cloud cover.").format(start, end))
         else:
-            feedback.pushInfo(f"{len(items)} products found.")
+            feedback.pushInfo(self.tr("{} products found.").format(len(items)))
         return {"OUTPUT": dest_id, "COUNT": len(items)}

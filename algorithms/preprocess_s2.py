@@ -1,6 +1,7 @@
 """Preprocess Sentinel-2: area + dates -> list -> select -> download and stack (+ mosaic)."""
 
 from qgis.core import (
+    QgsFeatureSink,
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingMultiStepFeedback,
@@ -8,8 +9,10 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFolderDestination,
+    QgsProcessingUtils,
 )
 
+from . import footprints
 from .base import S2MasksAlgorithm, run_child
 from .compat import POLYGON_SOURCE
 from .inputs import (
@@ -29,7 +32,9 @@ class PreprocessS2(S2MasksAlgorithm):
         "dates, keeps per acquisition the fewest tiles that cover the area, then reads only the "
         "area's pixels and writes per acquisition a 12-band 10 m raster and a product mask (from SCL), "
         "mosaicking the tiles of one acquisition. Runs 'List Sentinel-2 products', 'Select necessary "
-        "coverage items' and 'Download and stack Sentinel-2'; one progress bar, Cancel anywhere. "
+        "coverage items' and 'Download and stack Sentinel-2'; one progress bar, Cancel anywhere. Every "
+        "request, the STAC search included, is bounded by the download timeout. The selected footprints are "
+        "written once the download has succeeded: a failed run leaves nothing behind. "
         "FarmVibes workflow: preprocess_s2."
     )
 
@@ -50,23 +55,45 @@ class PreprocessS2(S2MasksAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         prepare_output_folders(self, parameters, context, ("FOOTPRINTS",))
         steps = QgsProcessingMultiStepFeedback(3, feedback)
+        # One timeout for every request of the workflow: the STAC search gets DL_TIMEOUT too
+        # (unless a TIMEOUT is given), so a server that does not answer stops the run in bounded time.
+        timeout = parameters.get("TIMEOUT") or self.parameterAsDouble(parameters, "DL_TIMEOUT", context)
         listed = run_child("s2masks:listsentinel2products", parameters, context, steps,
-                           OUTPUT=QgsProcessing.TEMPORARY_OUTPUT)
+                           OUTPUT=QgsProcessing.TEMPORARY_OUTPUT, TIMEOUT=timeout)
         steps.setCurrentStep(1)
         if steps.isCanceled():
             raise QgsProcessingException(self.tr("Cancelled; nothing was written."))
+        # The selection stays temporary until the download has succeeded: an error or Cancel while
+        # downloading leaves no footprint file in the output folder.
         selected = run_child("s2masks:selectnecessarycoverageitems", parameters, context, steps,
-                             FOOTPRINTS=listed["OUTPUT"], OUTPUT=parameters["FOOTPRINTS"])
+                             FOOTPRINTS=listed["OUTPUT"], OUTPUT=QgsProcessing.TEMPORARY_OUTPUT)
         steps.setCurrentStep(2)
-        results = {"FOOTPRINTS": selected["OUTPUT"], "RASTERS": [], "MASKS": [], "COUNT": 0,
+        results = {"RASTERS": [], "MASKS": [], "COUNT": 0,
                    "OUTPUT_FOLDER": self.parameterAsString(parameters, "OUTPUT_FOLDER", context)}
         if not selected["ACQUISITIONS"]:
-            feedback.pushWarning("No acquisition covers the area: nothing to download. Widen the dates, lower "
-                                 "min_tile_cover or raise the maximum cloud cover.")
+            results["FOOTPRINTS"] = self._write_footprints(parameters, context, selected["OUTPUT"])
+            feedback.pushWarning(self.tr("No acquisition covers the area: nothing to download. Widen the dates, "
+                                         "lower min_tile_cover or raise the maximum cloud cover."))
             return results
         stacked = run_child("s2masks:downloadstacksentinel2", parameters, context, steps,
                             FOOTPRINTS=selected["OUTPUT"])
         results.update(RASTERS=stacked["RASTERS"], MASKS=stacked["MASKS"], COUNT=stacked["COUNT"],
                        OUTPUT_FOLDER=stacked["OUTPUT_FOLDER"])
+        results["FOOTPRINTS"] = self._write_footprints(parameters, context, selected["OUTPUT"])
         return results
+
+    def _write_footprints(self, parameters, context, selected_id):
+        """Copies the selected footprints (a temporary layer) into the FOOTPRINTS sink."""
+        layer = QgsProcessingUtils.mapLayerFromString(selected_id, context)
+        if layer is None:
+            raise QgsProcessingException(self.tr("Could not read the selected footprints."))
+        sink, dest_id = self.parameterAsSink(parameters, "FOOTPRINTS", context, layer.fields(), layer.wkbType(),
+                                             layer.crs())
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, "FOOTPRINTS"))
+        footprints.style_footprints_on_load(context, dest_id)
+        for feature in layer.getFeatures():
+            sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert)
+        del sink  # flushes a file output before the path is handed on
+        return dest_id
 

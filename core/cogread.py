@@ -11,7 +11,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -27,20 +27,63 @@ class DownloadError(S2MasksError):
     """A band could not be read; the message names the product, the band and the cause."""
 
 
-def gdal_http_options(timeout):
-    """GDAL settings for COGs over HTTP: no directory listing, retries, a timeout per request."""
-    return {
+def gdal_http_options(timeout, attempts=4, retry_delay=1.0, proxies=None, urls=()):
+    """GDAL settings for COGs over HTTP: no directory listing, and the same bounds as every other
+    request (core/search.py RequestPolicy): `timeout` for connecting and for each whole request,
+    `attempts` in all (GDAL retries HTTP 429/5xx and timeouts, pausing `retry_delay` s, then about
+    twice as long each time).
+
+    `proxies` (a core.search.Proxies, or None to leave GDAL's own settings and the environment
+    alone): see gdal_proxy_options; `urls` are the files the options are for.
+    """
+    seconds = str(int(math.ceil(timeout)))
+    options = {
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
         "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF",
-        "GDAL_HTTP_TIMEOUT": str(int(math.ceil(timeout))),
-        "GDAL_HTTP_CONNECTTIMEOUT": str(int(math.ceil(min(timeout, 30)))),
-        "GDAL_HTTP_MAX_RETRY": "3",
-        "GDAL_HTTP_RETRY_DELAY": "0.5",
+        "GDAL_HTTP_TIMEOUT": seconds,
+        "GDAL_HTTP_CONNECTTIMEOUT": seconds,
+        "GDAL_HTTP_MAX_RETRY": str(max(0, int(attempts) - 1)),
+        "GDAL_HTTP_RETRY_DELAY": f"{retry_delay:g}",
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
         "GDAL_HTTP_MULTIPLEX": "YES",
         "VSI_CACHE": "TRUE",
         "GDAL_CACHEMAX": BLOCK_CACHE_BYTES,
     }
+    if proxies is not None:
+        options.update(gdal_proxy_options(proxies, urls))
+    return options
+
+
+def gdal_proxy_options(proxies, urls=()):
+    """GDAL_HTTP_PROXY, GDAL_HTTPS_PROXY and GDAL_HTTP_PROXYUSERPWD for a core.search.Proxies.
+
+    An empty GDAL_HTTP(S)_PROXY means no proxy, even when QGIS or the environment set one. GDAL has
+    no option listing hosts to reach without the proxy (and its `/vsicurl?proxy=` form does not go
+    with CPL_VSIL_CURL_ALLOWED_EXTENSIONS): when every one of `urls` is on the proxies' no_proxy
+    list, GDAL goes direct; otherwise through the proxy, where curl still applies the NO_PROXY
+    environment variable by itself.
+    """
+    if urls and all(proxies.for_url(url) is None for url in urls):
+        return {"GDAL_HTTP_PROXY": "", "GDAL_HTTPS_PROXY": ""}
+    http, http_credentials = _split_credentials(proxies.http)
+    https, https_credentials = _split_credentials(proxies.https)
+    options = {"GDAL_HTTP_PROXY": http or "", "GDAL_HTTPS_PROXY": https or ""}
+    credentials = https_credentials or http_credentials
+    if credentials:
+        options["GDAL_HTTP_PROXYUSERPWD"] = credentials
+    return options
+
+
+def _split_credentials(proxy_url):
+    """'http://user:pw@host:3128' -> ('http://host:3128', 'user:pw'), decoded as curl wants them."""
+    if not proxy_url:
+        return None, None
+    parts = urlsplit(proxy_url)
+    if parts.username is None:
+        return proxy_url, None
+    netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    bare = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return bare, f"{unquote(parts.username)}:{unquote(parts.password or '')}"
 
 
 def strip_query(href):
@@ -131,7 +174,15 @@ def describe_gdal_error(err):
         if f"HTTP response code: {code}" in text or f"HTTP error code : {code}" in text:
             return meaning
     if "timed out" in text.lower() or "timeout" in text.lower():
-        return "no answer within dl_timeout"
+        return "no answer within dl_timeout, after GDAL's retries"
+    if "couldn't connect" in text.lower() or "failed to connect" in text.lower():
+        return f"could not connect ({text})"
+    if "proxy" in text.lower() and "curl error" in text.lower():
+        return f"could not go through the proxy ({text})"
+    for code in ("429", "500", "502", "503", "504"):
+        if f"HTTP response code: {code}" in text or f"HTTP error code : {code}" in text \
+                or f"HTTP error code: {code}" in text:
+            return f"HTTP {code} after GDAL's retries"
     return f"read failed: {text}"
 
 

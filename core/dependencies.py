@@ -32,7 +32,7 @@ PLUGIN_FOLDER = "s2masks"
 # Come with QGIS itself: the plugin never installs or upgrades them (a second numpy breaks QGIS).
 PROVIDED_BY_QGIS = frozenset({"numpy"})
 # About how much pip downloads for each package with what it pulls in (64-bit wheels, 2026-11).
-DOWNLOAD_MB = {"pystac-client": 1, "planetary-computer": 4, "shapely": 3, "rasterio": 36, "pyproj": 10,
+DOWNLOAD_MB = {"pystac-client": 1, "shapely": 3, "rasterio": 36, "pyproj": 10,
                "scipy": 35, "onnxruntime": 29, "ukis-csmask": 145}
 # On Linux one process has one set of GEOS / GDAL symbols (ELF interposition): a wheel that bundles
 # another version calls into QGIS's copy. Pick the wheel series bundling QGIS's major.minor.

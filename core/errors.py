@@ -25,7 +25,6 @@ class Cancelled(S2MasksError):
 _INSTALL_HINTS = {
     "pystac_client": ("pystac-client", None),
     "pystac": ("pystac", None),
-    "planetary_computer": ("planetary-computer", None),
     "shapely": ("shapely", "python3-shapely"),
     "pyproj": ("pyproj", "python3-pyproj"),
     "rasterio": ("rasterio", "python3-rasterio"),

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cogread, signing
-from .errors import Cancelled, InputError
+from . import cogread, search, signing
+from .errors import Cancelled, InputError, SearchError
 from .grid import offset_transform
 from .records import S2_BANDS
 from .selection import item_cover_fractions
@@ -55,11 +55,14 @@ _SCL_TO_MASK[0] = MASK_NODATA
 class StackOptions:
     cache_dir: Path
     resampling: str = "bilinear"
-    dl_timeout: float = 120.0
-    pc_key: str = None
-    sas_url: str = None
+    dl_timeout: float = 120.0  # s per HTTP request: COG reads (GDAL) and the token endpoint
+    pc_key: str = None  # None: PC_SDK_SUBSCRIPTION_KEY, if set (see core/signing.py)
+    sas_url: str = None  # None: PC_SDK_SAS_URL, else Planetary Computer's token endpoint
     block_size: int = 1024
     threads: int = 6
+    attempts: int = 4  # per request, for GDAL's reads and the token endpoint alike
+    backoff: float = 1.0  # s before the first retry, then about twice as long each time
+    proxies: object = None  # a core.search.Proxies; None leaves GDAL and requests to the environment
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,10 @@ def _stream_blocks(grid, reader, raster_tmp, mask_tmp, options, progress, should
                    tiled=True, blockxsize=512, blockysize=512, compress="DEFLATE", predictor=2, BIGTIFF="IF_SAFER")
     # The pool closes (all reads finished) before the GDAL environment does: leaving the
     # environment while a worker is inside GDAL deadlocks.
-    with rasterio.Env(**cogread.gdal_http_options(options.dl_timeout)), \
+    urls = [band.href for item in reader.items for band in item.bands.values()]
+    gdal_options = cogread.gdal_http_options(options.dl_timeout, options.attempts, options.backoff, options.proxies,
+                                             urls)
+    with rasterio.Env(**gdal_options), \
             rasterio.open(raster_tmp, "w", count=len(S2_BANDS), dtype="uint16", nodata=0, **profile) as raster, \
             rasterio.open(mask_tmp, "w", count=1, dtype="uint8", nodata=MASK_NODATA, **profile) as mask, \
             ThreadPoolExecutor(max_workers=max(1, options.threads)) as pool:
@@ -202,8 +208,25 @@ class _BandReader:
         self.options = options
         self.cache = cogread.WindowCache(options.cache_dir)
         self._signed = {}
+        self._sign_failure = None  # the first token failure ends the step: the other bands share it
+        self._first_error = None  # the first band that failed
+        policy = search.RequestPolicy(timeout=options.dl_timeout, attempts=options.attempts,
+                                      backoff=options.backoff, proxies=options.proxies)
+        self._endpoint = signing.TokenEndpoint(url=options.sas_url, policy=policy)
 
     def mosaic(self, name, block_grid, should_cancel):
+        # After one band has failed, the bands still queued do not start: each read can take the
+        # whole of its retries, and the step's error is known already.
+        if self._first_error is not None:
+            raise self._first_error
+        try:
+            return self._mosaic(name, block_grid, should_cancel)
+        except Exception as err:
+            if self._first_error is None:
+                self._first_error = err
+            raise
+
+    def _mosaic(self, name, block_grid, should_cancel):
         if should_cancel():
             raise Cancelled("Stacking cancelled.")
         is_scl = name == "SCL"
@@ -265,13 +288,20 @@ class _BandReader:
         href = item.bands[name].href
         if not _is_signable(href):
             return href
+        if self._sign_failure is not None:
+            raise self._sign_failure
         if fresh or href not in self._signed:
-            self._signed[href] = signing.sign_href(href, self.options.pc_key, self.options.sas_url, fresh=fresh)
+            try:
+                self._signed[href] = signing.sign_href(href, self.options.pc_key, self._endpoint, fresh=fresh)
+            except SearchError as err:
+                self._sign_failure = SearchError(f"Band {name} of {item.id}: no access token. {err}")
+                raise self._sign_failure from err
         return self._signed[href]
 
 
 def _is_signable(href):
-    return ".blob.core.windows.net" in href
+    """Whether an href needs a SAS token (Azure Blob Storage), as core/signing.py decides."""
+    return signing.is_signable(href)
 
 
 def describe_outputs(raster_tmp, mask_tmp, products, baselines):

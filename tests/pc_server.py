@@ -13,12 +13,16 @@ path, which serves tests/data/cogs/ (and any folder added with `serve_files`) an
 bytes it sends per file, so tests can prove what was (not) downloaded.
 
 Search filters: collections, ids, intersects, bbox, datetime, query on eo:cloud_cover, limit.
-Faults can be injected per path prefix: an HTTP status, a slow reply, a truncated body.
+Faults can be injected per path prefix: an HTTP status (optionally with Retry-After), a slow reply,
+a truncated body. `blob_base` points asset hrefs elsewhere (a closed port, a `SilentServer`);
+`token_lifetime` sets how long issued SAS tokens last. `SilentServer` accepts connections and never
+answers; `closed_port()` gives a loopback port where connections are refused.
 Run standalone with `python tests/pc_server.py` (prints the URLs; Ctrl-C stops it).
 """
 
 import argparse
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -61,6 +65,7 @@ class Fault:
     times: int = 1  # how many matching requests it hits
     status: int = 503
     delay: float = 5.0
+    retry_after: str = None  # the Retry-After header of a "status" fault
 
 
 class PlanetaryComputerDouble:
@@ -75,6 +80,9 @@ class PlanetaryComputerDouble:
         self.bytes_served = {}  # /blob/... path -> bytes of file content sent
         self.file_roots = {BLOB_PREFIX + "/sentinel2-l2": COG_DIR / "sentinel2-l2"}
         self.faults = []
+        self.blob_base = None  # where asset hrefs point; None: this server's /blob
+        self.token_lifetime = timedelta(hours=1)
+        self.tokens_issued = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd = None
@@ -110,9 +118,9 @@ class PlanetaryComputerDouble:
         return self.base + SAS_PREFIX
 
     # -- faults and records ----------------------------------------------------------------
-    def inject(self, path_prefix, kind, times=1, status=503, delay=5.0):
+    def inject(self, path_prefix, kind, times=1, status=503, delay=5.0, retry_after=None):
         with self._lock:
-            self.faults.append(Fault(path_prefix, kind, times, status, delay))
+            self.faults.append(Fault(path_prefix, kind, times, status, delay, retry_after))
 
     def take_fault(self, path):
         with self._lock:
@@ -153,7 +161,7 @@ class PlanetaryComputerDouble:
     def rewrite(self, document):
         """Point the recorded links at this server."""
         text = json.dumps(document).replace(REAL_STAC_ROOT, self.url)
-        text = text.replace(REAL_BLOB_ROOT, self.base + BLOB_PREFIX)
+        text = text.replace(REAL_BLOB_ROOT, self.blob_base or self.base + BLOB_PREFIX)
         return json.loads(text)
 
     def search(self, params, method):
@@ -187,7 +195,9 @@ class PlanetaryComputerDouble:
 
     def sas_token(self):
         now = datetime.now(timezone.utc)
-        expiry = now + timedelta(hours=1)
+        expiry = now + self.token_lifetime
+        with self._lock:
+            self.tokens_issued += 1
         fmt = "%Y-%m-%dT%H:%M:%SZ"
         token = (
             f"st={quote(now.strftime(fmt))}&se={quote(expiry.strftime(fmt))}&sp=rl&sv=2024-05-04&sr=c"
@@ -282,7 +292,8 @@ def _handler_for(double):
             double.requests.append((method, parsed.path, dict(self.headers), body))
             fault = double.take_fault(parsed.path)
             if fault and fault.kind == "status":
-                return self._send(fault.status, {"code": "InjectedFault", "description": f"HTTP {fault.status}"})
+                return self._send(fault.status, {"code": "InjectedFault", "description": f"HTTP {fault.status}"},
+                                  retry_after=fault.retry_after)
             if fault and fault.kind == "slow":
                 double.wait(fault.delay)
             status, document = self._route(method, parsed, body)
@@ -295,7 +306,7 @@ def _handler_for(double):
             double.requests.append((method, parsed.path, dict(self.headers), b""))
             fault = double.take_fault(parsed.path)
             if fault and fault.kind == "status":
-                return self._send(fault.status, {"code": "InjectedFault"})
+                return self._send(fault.status, {"code": "InjectedFault"}, retry_after=fault.retry_after)
             if fault and fault.kind == "slow":
                 double.wait(fault.delay)
             path = double.file_for(parsed.path)
@@ -353,9 +364,11 @@ def _handler_for(double):
                     return 200, double.rewrite(item)
             return 404, {"code": "NotFoundError", "description": f"No item {item_id}"}
 
-        def _send(self, status, document, truncate=False):
+        def _send(self, status, document, truncate=False, retry_after=None):
             payload = json.dumps(document).encode()
             self.send_response(status)
+            if retry_after is not None:
+                self.send_header("Retry-After", str(retry_after))
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
@@ -369,6 +382,59 @@ def _handler_for(double):
             self.wfile.write(payload)
 
     return Handler
+
+
+class SilentServer:
+    """A loopback server that accepts every connection and never answers (nor closes it)."""
+
+    def __init__(self):
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(128)
+        self._connections = []
+        self._stopping = threading.Event()
+        self.accepted = 0
+
+    def start(self):
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def _accept(self):
+        while not self._stopping.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return
+            self._connections.append(connection)
+            self.accepted += 1
+
+    def stop(self):
+        self._stopping.set()
+        try:
+            self._socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._socket.close()
+        for connection in self._connections:
+            connection.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def base(self):
+        return f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+
+
+def closed_port():
+    """A loopback port nothing listens on (bound, then closed): connections are refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _parse_range(header, size):

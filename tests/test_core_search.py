@@ -1,10 +1,12 @@
 """STAC search against the loopback Planetary Computer double (real recorded items)."""
 
+import time
 from datetime import date, timedelta
 
 import pytest
 import requests
 from conftest import polygon
+from pc_server import SilentServer
 
 from s2masks.core import search
 from s2masks.core.errors import Cancelled, InputError, SearchError
@@ -70,6 +72,38 @@ def test_persistent_server_error_names_url_and_status(pc_double):
     pc_double.inject("/api/stac/v1/search", "status", times=10, status=503)
     with pytest.raises(SearchError, match=r"/api/stac/v1/search failed after 3 attempts: HTTP 503"):
         search.search_items(ARCTIC, *APRIL_2024, url=pc_double.url, attempts=3, **FAST)
+
+
+def test_failure_names_the_host_and_what_was_tried(pc_double):
+    pc_double.inject("/api/stac/v1/search", "status", times=10, status=503)
+    with pytest.raises(SearchError) as caught:
+        search.search_items(ARCTIC, *APRIL_2024, url=pc_double.url, attempts=3, timeout=5, **FAST)
+    message = str(caught.value)
+    host = pc_double.base.replace("http://", "")
+    assert f"The STAC API ({host}): POST {pc_double.url}/search failed after 3 attempts: HTTP 503" in message
+    assert "(every attempt)" in message
+    assert "Tried: 3 attempts in 0 s, 5 s timeout each, pauses of 0.01, 0.02 s." in message
+
+
+def test_retry_after_is_honoured(pc_double):
+    pc_double.inject("/api/stac/v1/search", "status", times=1, status=429, retry_after="1")
+    started = time.monotonic()
+    assert len(search.search_items(ARCTIC, *APRIL_2024, url=pc_double.url, **FAST)) == 4
+    assert time.monotonic() - started >= 1.0  # not the 0.01 s pause
+
+
+def test_retry_after_http_date():
+    assert search.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+    assert search.parse_retry_after("7") == 7.0 and search.parse_retry_after("soon") is None
+
+
+def test_server_that_never_answers_is_bounded():
+    with SilentServer() as silent:
+        started = time.monotonic()
+        with pytest.raises(SearchError, match=r"failed after 2 attempts: no answer within the 0.5 s timeout"):
+            search.search_items(ARCTIC, *APRIL_2024, url=silent.base + "/api/stac/v1", timeout=0.5, attempts=2,
+                                **FAST)
+        assert time.monotonic() - started < search.RequestPolicy(timeout=0.5, attempts=2).deadline
 
 
 def test_client_error_is_not_retried(pc_double):

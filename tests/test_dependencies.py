@@ -16,7 +16,7 @@ from s2masks.core.dependencies import DependencyError, Missing, Requirement
 
 def test_requirements_file_lists_every_package_the_core_imports():
     names = {r.name for r in dependencies.read_requirements()}
-    assert names == {"numpy", "pystac-client", "planetary-computer", "shapely", "rasterio", "pyproj", "scipy",
+    assert names == {"numpy", "pystac-client", "shapely", "rasterio", "pyproj", "scipy",
                      "onnxruntime", "ukis-csmask"}
     assert all(dependencies.version_tuple(r.minimum) for r in dependencies.read_requirements())
 
