@@ -4,7 +4,7 @@ when one multi-class model (the default ukis-csmask) gives both."""
 from qgis.core import QgsProcessingParameterRasterLayer
 
 from .base import S2MasksAlgorithm, TifDestination
-from .probability import add_inference_parameters, add_model_parameters, chosen_card, run_models
+from .probability import OUTPUT_HELP, add_inference_parameters, add_model_parameters, chosen_card, run_models
 
 TARGETS = ("cloud", "shadow")
 
@@ -26,7 +26,7 @@ class ComputeCloudShadowProb(S2MasksAlgorithm):
         "'Compute cloud probability' and 'Compute shadow probability' in one run. When both use the same "
         "multi-class model (the default ukis-csmask model gives cloud and shadow), the model runs once "
         "for both, which halves the time of running the two algorithms one after the other. Same models, "
-        "checks, chipping, blending and nodata rule as the single algorithms. "
+        "checks, input scale, chipping, blending and nodata rule as the single algorithms. "
         "FarmVibes ops: compute_cloud_prob + compute_shadow_prob."
     )
 
@@ -35,10 +35,8 @@ class ComputeCloudShadowProb(S2MasksAlgorithm):
                  "A 12-band stack from 'Download and stack Sentinel-2' (bands B01..B12 in that order).")
         self.cards = add_both_model_parameters(self)
         add_inference_parameters(self)
-        self.add(TifDestination("CLOUD_OUTPUT", self.tr("Cloud probability")),
-                 "Float32 raster in [0, 1] on the input's grid (1 where the input has no data).")
-        self.add(TifDestination("SHADOW_OUTPUT", self.tr("Shadow probability")),
-                 "Float32 raster in [0, 1] on the input's grid (1 where the input has no data).")
+        self.add(TifDestination("CLOUD_OUTPUT", self.tr("Cloud probability")), OUTPUT_HELP)
+        self.add(TifDestination("SHADOW_OUTPUT", self.tr("Shadow probability")), OUTPUT_HELP)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         cards = chosen_cards(self, parameters, context, self.cards)

@@ -8,6 +8,7 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterRasterLayer,
 )
+from qgis.PyQt.QtCore import QCoreApplication
 
 from .base import S2MasksAlgorithm, TifDestination, run_child
 from .compute_cloud_shadow_prob import add_both_model_parameters
@@ -16,7 +17,8 @@ from .probability import add_inference_parameters
 
 
 def add_improve_parameters(algorithm):
-    """Models, in_memory and thresholds, in the order the workflows show them."""
+    """Thresholds (empty: the model card's rule), models, in_memory, then the advanced ones (buffer,
+    closing, minimum area, most nodata, input scale, ...), in the order the workflows show them."""
     add_merge_parameters(algorithm)
     add_both_model_parameters(algorithm)
     add_inference_parameters(algorithm)
@@ -29,7 +31,8 @@ def improve(parameters, context, feedback, raster, product_mask, outputs):
                               CLOUD_OUTPUT=outputs["CLOUD_OUTPUT"], SHADOW_OUTPUT=outputs["SHADOW_OUTPUT"])
     steps.setCurrentStep(1)
     if steps.isCanceled():
-        raise QgsProcessingException("Cancelled after the probabilities; no mask was written.")
+        raise QgsProcessingException(QCoreApplication.translate("S2Masks", "Cancelled after the probabilities; no "
+                                                                           "mask was written."))
     merged = run_child("s2masks:mergecloudmaskssimple", parameters, context, steps, PRODUCT_MASK=product_mask,
                        CLOUD_PROBABILITY=probabilities["CLOUD_OUTPUT"],
                        SHADOW_PROBABILITY=probabilities["SHADOW_OUTPUT"], OUTPUT=outputs["OUTPUT"],
@@ -42,10 +45,12 @@ class ImproveCloudMask(S2MasksAlgorithm):
     DISPLAY_NAME = "Improve cloud mask"
     DESCRIPTION = (
         "From a stacked Sentinel-2 raster and its product mask to the improved cloud mask: computes cloud "
-        "and shadow probabilities with the chosen ONNX models (one pass when one model gives both), "
-        "thresholds them and merges them with the product mask, then dilates ('Compute cloud and shadow "
-        "probability', then 'Merge cloud masks'; one progress bar, Cancel anywhere). "
-        "FarmVibes workflow: improve_cloud_mask."
+        "and shadow probabilities with the chosen ONNX models (one pass when one model gives both; the input "
+        "scale from the raster's metadata or its values, as the log says), classifies them by the models' card "
+        "rule (the most probable class for the default ukis-csmask model) or the thresholds you give, and "
+        "merges them with the product mask; optionally grows the result ('Compute cloud and shadow "
+        "probability', then 'Merge cloud masks'; one progress bar, Cancel anywhere). Fails with the reason "
+        "instead of writing a mask that is mostly nodata. FarmVibes workflow: improve_cloud_mask."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -55,7 +60,7 @@ class ImproveCloudMask(S2MasksAlgorithm):
                  "Its product mask (same grid).")
         add_improve_parameters(self)
         self.add(TifDestination("OUTPUT", self.tr("Improved cloud mask")),
-                 "uint8: 0 clear, 1 cloud.")
+                 "uint8: 0 clear, 1 masked (cloud, shadow or nodata).")
         self.add(TifDestination("OUTPUT_CLASSES", self.tr("Cloud classes"), optional=True,
                                                          createByDefault=False),
                  "Optional uint8: 0 clear, 1 cloud, 2 cloud shadow, 255 nodata.")

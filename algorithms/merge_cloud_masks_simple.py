@@ -1,8 +1,10 @@
-"""Merge cloud masks (FarmVibes op merge_cloud_masks_simple): product mask + thresholded cloud
-and shadow probabilities -> the improved cloud mask."""
+"""Merge cloud masks (FarmVibes op merge_cloud_masks_simple): product mask + cloud and shadow
+probabilities, classified by their model card's rule (or thresholds given) -> the improved cloud mask."""
 
 from qgis.core import (
+    Qgis,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
 )
@@ -12,6 +14,12 @@ from . import styles
 from .layers import style_on_load
 from .base import S2MasksAlgorithm, TifDestination
 from .compat import DOUBLE, INTEGER
+
+# Qgis.ProcessingParameterFlag from QGIS 3.36 on (a scoped enum, as in compat.py)
+FLAG_HIDDEN = (Qgis.ProcessingParameterFlag.Hidden if hasattr(Qgis, "ProcessingParameterFlag")
+               else QgsProcessingParameterDefinition.Flag.FlagHidden)
+DEPRECATED_PIXEL_METRES = 10  # CLOSING_SIZE counted 10 m pixels of the stack
+DEFAULTS = cloudmask.MergeOptions()
 
 # Statistics outputs (percent of the mask's pixels), also used by the workflows' table.
 STATISTICS = {
@@ -24,42 +32,102 @@ STATISTICS = {
 
 
 def add_merge_parameters(algorithm):
-    """cloud_thr, shadow_thr (plain) and closing_size, min_area (advanced)."""
-    algorithm.add(QgsProcessingParameterNumber("CLOUD_THR", algorithm.tr("Cloud probability threshold"),
-                                               DOUBLE, defaultValue=0.3, minValue=0.0, maxValue=1.0),
-                  "A pixel is cloud where its cloud probability is above this (0-1).", decimals=2)
-    algorithm.add(QgsProcessingParameterNumber("SHADOW_THR", algorithm.tr("Shadow probability threshold"),
-                                               DOUBLE, defaultValue=0.2, minValue=0.0, maxValue=1.0),
-                  "A pixel is cloud shadow where its shadow probability is above this (0-1).", decimals=2)
-    algorithm.add(QgsProcessingParameterNumber("CLOSING_SIZE", algorithm.tr("Dilation radius (closing_size, pixels)"),
-                                               INTEGER, defaultValue=5, minValue=0),
-                  "Masked pixels grow by a disk of this radius (5 px = 50 m), to catch cloud edges.", advanced=True)
-    algorithm.add(QgsProcessingParameterNumber("MIN_AREA", algorithm.tr("Minimum area (min_area, pixels)"),
-                                               INTEGER, defaultValue=0, minValue=0),
-                  "When above 0: masked patches smaller than this are cleared and clear holes smaller than this "
-                  "are filled.", advanced=True)
+    """CLOUD_THR, SHADOW_THR (plain, empty by default: the model card's rule), BUFFER, CLOSING,
+    MIN_AREA, MAX_NODATA (advanced) and the deprecated CLOSING_SIZE (hidden). The parameters added
+    after the first release are optional (with their default), so models saved before stay valid."""
+    algorithm.add(QgsProcessingParameterNumber("CLOUD_THR", algorithm.tr("Cloud probability threshold (empty: the "
+                                                                         "model card's rule)"),
+                                               DOUBLE, optional=True, minValue=0.0, maxValue=1.0),
+                  "Empty (the default): the rule of the model that made the cloud probability, from its model card: "
+                  "the most probable of its classes (argmax) for ukis-csmask, above 0.3 for FarmVibes' cloud models. "
+                  "A value (0-1): cloud where the cloud probability is above it.", decimals=2)
+    algorithm.add(QgsProcessingParameterNumber("SHADOW_THR", algorithm.tr("Shadow probability threshold (empty: the "
+                                                                          "model card's rule)"),
+                                               DOUBLE, optional=True, minValue=0.0, maxValue=1.0),
+                  "Empty (the default): the rule of the model that made the shadow probability, from its model card: "
+                  "argmax for ukis-csmask (shadow where P(shadow) is above both P(cloud) and P(clear) = 1 - P(cloud) "
+                  "- P(shadow)), above 0.2 for FarmVibes' shadow model. A value (0-1): cloud shadow where the shadow "
+                  "probability is above it.", decimals=2)
+    algorithm.add(QgsProcessingParameterNumber("BUFFER", algorithm.tr("Buffer (m)"), DOUBLE,
+                                               defaultValue=DEFAULTS.buffer, optional=True, minValue=0.0),
+                  "Metres the cloud and shadow pixels grow by (a disk), to catch their edges; each added pixel takes "
+                  "the class of its nearest flagged pixel. 0 (default): no growth, which measured best against the "
+                  "scene classification (see the README); FarmVibes grew by 50 m.", advanced=True, decimals=0)
+    algorithm.add(QgsProcessingParameterNumber("CLOSING", algorithm.tr("Closing (m)"), DOUBLE,
+                                               defaultValue=DEFAULTS.closing, optional=True, minValue=0.0),
+                  "Metres of a morphological closing (grow, then shrink by a disk) before the buffer: joins masked "
+                  "patches less than twice this apart without growing their outer edges. 0 (default): off.",
+                  advanced=True, decimals=0)
+    algorithm.add(QgsProcessingParameterNumber("MIN_AREA", algorithm.tr("Minimum area (m²)"), DOUBLE,
+                                               defaultValue=DEFAULTS.min_area, minValue=0.0),
+                  "When above 0: masked patches smaller than this many square metres are cleared and clear holes "
+                  "smaller than this are filled. Square metres since this release (it counted pixels before: a 10 m "
+                  "pixel is 100 m²).", advanced=True, decimals=0)
+    algorithm.add(QgsProcessingParameterNumber("MAX_NODATA", algorithm.tr("Most area without a valid probability "
+                                                                          "(%)"),
+                                               DOUBLE, defaultValue=DEFAULTS.max_nodata, optional=True, minValue=0.0,
+                                               maxValue=100.0),
+                  "Fail, writing nothing, when more than this share of the pixels has no valid cloud or shadow "
+                  "probability (NaN or outside 0-1): such a mask would be mostly nodata, which means the model got "
+                  "its inputs on the wrong scale or the area lies outside the scene. 100: never fail.",
+                  advanced=True, decimals=0)
+    deprecated = QgsProcessingParameterNumber("CLOSING_SIZE", algorithm.tr("Dilation radius (deprecated, pixels)"),
+                                              INTEGER, optional=True, minValue=0)
+    deprecated.setFlags(deprecated.flags() | FLAG_HIDDEN)
+    algorithm.add(deprecated, "Deprecated, goes in the next release: the former dilation radius in 10 m pixels, "
+                              "read as BUFFER = CLOSING_SIZE x 10 m. Use BUFFER.")
 
 
-def merge_options(algorithm, parameters, context):
+def optional_number(algorithm, parameters, name, context):
+    """The value of an optional number parameter, None when it is empty."""
+    value = parameters.get(name)
+    if value is None or value == "" or (hasattr(value, "isNull") and value.isNull()):
+        return None
+    return algorithm.parameterAsDouble(parameters, name, context)
+
+
+def merge_options(algorithm, parameters, context, feedback=None):
+    buffer = _number_or_default(algorithm, parameters, "BUFFER", context, DEFAULTS.buffer)
+    closing_size = optional_number(algorithm, parameters, "CLOSING_SIZE", context)
+    if closing_size is not None:
+        given = optional_number(algorithm, parameters, "BUFFER", context)
+        buffer = closing_size * DEPRECATED_PIXEL_METRES
+        if feedback is not None:
+            feedback.pushWarning(algorithm.tr(
+                "CLOSING_SIZE is deprecated and goes in the next release: CLOSING_SIZE={:g} pixels is read as "
+                "BUFFER={:g} m (pixels x 10 m). Use BUFFER, in metres.").format(closing_size, buffer))
+            if given is not None and given != buffer:
+                feedback.pushWarning(algorithm.tr("BUFFER={:g} m is ignored: CLOSING_SIZE was given too.").format(given))
     return cloudmask.MergeOptions(
-        cloud_thr=algorithm.parameterAsDouble(parameters, "CLOUD_THR", context),
-        shadow_thr=algorithm.parameterAsDouble(parameters, "SHADOW_THR", context),
-        closing_size=algorithm.parameterAsInt(parameters, "CLOSING_SIZE", context),
-        min_area=algorithm.parameterAsInt(parameters, "MIN_AREA", context),
+        cloud_thr=optional_number(algorithm, parameters, "CLOUD_THR", context),
+        shadow_thr=optional_number(algorithm, parameters, "SHADOW_THR", context),
+        buffer=buffer,
+        closing=_number_or_default(algorithm, parameters, "CLOSING", context, DEFAULTS.closing),
+        min_area=algorithm.parameterAsDouble(parameters, "MIN_AREA", context),
+        max_nodata=_number_or_default(algorithm, parameters, "MAX_NODATA", context, DEFAULTS.max_nodata),
     )
+
+
+def _number_or_default(algorithm, parameters, name, context, default):
+    value = optional_number(algorithm, parameters, name, context)
+    return default if value is None else value
 
 
 class MergeCloudMasksSimple(S2MasksAlgorithm):
     NAME = "mergecloudmaskssimple"
     DISPLAY_NAME = "Merge cloud masks"
     DESCRIPTION = (
-        "The improved cloud mask: a pixel is masked where its cloud probability is above cloud_thr, its "
-        "shadow probability above shadow_thr, or the product mask flags it (any code but 0 clear, nodata "
-        "included); the masked pixels then grow by a disk of radius closing_size, and with min_area > 0 "
-        "small masked patches are cleared and small clear holes filled. Writes the mask as FarmVibes does "
-        "(0 clear, 1 cloud) and, if asked, classes (0 clear, 1 cloud, 2 cloud shadow, 255 nodata). "
-        "The three rasters must share one grid (from the same stack). Streams in blocks, so any size "
-        "works. FarmVibes op: merge_cloud_masks_simple."
+        "The improved cloud mask. A pixel is cloud or cloud shadow as the rule of the model that made the "
+        "probabilities says (its model card, recorded in the probability rasters: the most probable class for "
+        "the default ukis-csmask model, thresholds 0.3 / 0.2 for FarmVibes' models), or above cloud_thr / "
+        "shadow_thr when you give them, or where the product mask flags it (codes 1-3 cloud, 4 shadow). Pixels "
+        "where the product mask has no data or a probability is missing (NaN) or outside 0-1 are nodata: masked, "
+        "never clear, and counted apart; when more than MAX_NODATA percent are, the run fails and says why. "
+        "Optionally the masked pixels are closed and grown (in metres), and small patches cleared and small "
+        "holes filled (in square metres). Writes the mask as FarmVibes does (0 clear, 1 masked) and, if asked, "
+        "classes (0 clear, 1 cloud, 2 cloud shadow, 255 nodata), where every flagged pixel keeps its class and "
+        "grown pixels take the class of the nearest flagged one. The three rasters must share one grid (from "
+        "the same stack). Streams in blocks, so any size works. FarmVibes op: merge_cloud_masks_simple."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -71,7 +139,7 @@ class MergeCloudMasksSimple(S2MasksAlgorithm):
                  "From 'Compute shadow probability', on the same grid.")
         add_merge_parameters(self)
         self.add(TifDestination("OUTPUT", self.tr("Improved cloud mask")),
-                 "uint8: 0 clear, 1 cloud (cloud, shadow, product-flagged or nodata, dilated).")
+                 "uint8: 0 clear, 1 masked (cloud, shadow, product-flagged or nodata, then grown if asked).")
         self.add(TifDestination("OUTPUT_CLASSES", self.tr("Cloud classes"), optional=True,
                                                          createByDefault=False),
                  "Optional uint8: 0 clear, 1 cloud, 2 cloud shadow, 255 nodata.")
@@ -87,8 +155,9 @@ class MergeCloudMasksSimple(S2MasksAlgorithm):
             classes_path = self.tif_destination(parameters, "OUTPUT_CLASSES", context)
         statistics = self.run_core(
             cloudmask.merge_cloud_masks, sources["PRODUCT_MASK"], sources["CLOUD_PROBABILITY"],
-            sources["SHADOW_PROBABILITY"], mask_path, classes_path, merge_options(self, parameters, context),
-            progress=lambda fraction, message: feedback.setProgress(100 * fraction), should_cancel=feedback.isCanceled)
+            sources["SHADOW_PROBABILITY"], mask_path, classes_path, merge_options(self, parameters, context, feedback),
+            progress=lambda fraction, message: feedback.setProgress(100 * fraction), should_cancel=feedback.isCanceled,
+            log=feedback.pushInfo)
         # clear is transparent, so the mask overlays the image it was made from
         styles.write_palette_style(mask_path, cloudmask.MASK_LABELS, transparent=(cloudmask.CLEAR,), alpha=styles.OVERLAY_ALPHA)
         style_on_load(context, mask_path)
@@ -99,6 +168,7 @@ class MergeCloudMasksSimple(S2MasksAlgorithm):
             style_on_load(context, classes_path)
         row = statistics.as_row()
         results.update({name: row[key] for name, (key, _) in STATISTICS.items()})
-        feedback.pushInfo("Improved mask: " + ", ".join(f"{label} {row[key]:.1f}" for key, label in STATISTICS.values()))
+        feedback.pushInfo(self.tr("Improved mask: {}").format(", ".join(
+            "{} {:.1f}".format(self.tr(label), row[key]) for key, label in STATISTICS.values())))
         return results
 

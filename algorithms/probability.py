@@ -12,13 +12,30 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ..core import cloudmask, inference, models
+from ..core import inference, models
 from . import styles
 from .layers import style_on_load
 from .base import S2MasksAlgorithm, TifDestination
 from .compat import DOUBLE, INTEGER
 
 CUSTOM = "Custom ONNX file + model card"
+# INPUT_SCALE choices, in the order of core.inference.INPUT_SCALES
+INPUT_SCALE_LABELS = ("Automatic: the raster's scale metadata, else judged from its values",
+                      "Reflectance already (0-1)", "Digital numbers (reflectance = DN x 0.0001)")
+LABELS = {"cloud": {"model": "Cloud model", "card": "Custom cloud model card (JSON)",
+                    "onnx": "Custom cloud ONNX file", "output": "Cloud probability"},
+          "shadow": {"model": "Shadow model", "card": "Custom shadow model card (JSON)",
+                     "onnx": "Custom shadow ONNX file", "output": "Shadow probability"}}
+MODEL_HELP = {
+    "cloud": "The ONNX model for cloud probability, from the model cards in the plugin's models/ folder (weights "
+             "shipped by ukis-csmask, or files you add, such as FarmVibes' models), or a custom one. Its card also "
+             "says how the mask step turns its output into classes (argmax or a threshold).",
+    "shadow": "The ONNX model for shadow probability, from the model cards in the plugin's models/ folder (weights "
+              "shipped by ukis-csmask, or files you add, such as FarmVibes' models), or a custom one. Its card also "
+              "says how the mask step turns its output into classes (argmax or a threshold).",
+}
+OUTPUT_HELP = ("Float32 raster in [0, 1] on the input's grid, nodata (NaN) where the input has no data; it records "
+               "its model card, whose rule the mask step applies.")
 
 
 def model_choices(algorithm, target):
@@ -29,19 +46,19 @@ def model_choices(algorithm, target):
 def add_model_parameters(algorithm, target, prefix=""):
     cards = model_choices(algorithm, target)
     algorithm.add(
-        QgsProcessingParameterEnum(f"{prefix}MODEL", algorithm.tr(f"{target.capitalize()} model"),
-                                   options=[card.name for card in cards] + [CUSTOM], defaultValue=0),
-        f"The ONNX model for {target} probability, from the model cards in the plugin's models/ folder "
-        "(weights shipped by ukis-csmask, or files you add, such as FarmVibes' models), or a custom one.",
+        QgsProcessingParameterEnum(f"{prefix}MODEL", algorithm.tr(LABELS[target]["model"]),
+                                   options=[card.name for card in cards] + [algorithm.tr(CUSTOM)], defaultValue=0),
+        MODEL_HELP[target],
     )
     algorithm.add(
-        QgsProcessingParameterFile(f"{prefix}CUSTOM_CARD", algorithm.tr(f"Custom {target} model card (JSON)"),
+        QgsProcessingParameterFile(f"{prefix}CUSTOM_CARD", algorithm.tr(LABELS[target]["card"]),
                                    extension="json", optional=True),
-        "With the custom choice: the card describing the model (bands, scaling, resolution, chip size, output).",
+        "With the custom choice: the card describing the model (bands, scaling, resolution, chip size, output, "
+        "mask rule).",
         advanced=True,
     )
     algorithm.add(
-        QgsProcessingParameterFile(f"{prefix}CUSTOM_ONNX", algorithm.tr(f"Custom {target} ONNX file"),
+        QgsProcessingParameterFile(f"{prefix}CUSTOM_ONNX", algorithm.tr(LABELS[target]["onnx"]),
                                    extension="onnx", optional=True),
         "With the custom choice: the ONNX file, if the card does not say where it is.",
         advanced=True,
@@ -64,6 +81,13 @@ def add_inference_parameters(algorithm):
     algorithm.add(QgsProcessingParameterNumber("THREADS", algorithm.tr("Threads (0 = all cores)"), INTEGER,
                                                defaultValue=0, minValue=0),
                   "Threads onnxruntime uses.", advanced=True)
+    algorithm.add(QgsProcessingParameterEnum("INPUT_SCALE", algorithm.tr("Input scale"),
+                                             options=[algorithm.tr(label) for label in INPUT_SCALE_LABELS],
+                                             defaultValue=0, optional=True),  # optional: older models stay valid
+                  "What the stack's values are. Automatic (default): the raster's band scale metadata (Download and "
+                  "stack writes 0.0001); without it, digital numbers (x 0.0001) when the median value is above 1.5, "
+                  "else reflectance. The log says what was assumed. Choose the other two to override the metadata.",
+                  advanced=True)
 
 
 def chosen_card(algorithm, parameters, context, target, cards, prefix=""):
@@ -72,8 +96,9 @@ def chosen_card(algorithm, parameters, context, target, cards, prefix=""):
         return cards[index]
     card_path = algorithm.parameterAsFile(parameters, f"{prefix}CUSTOM_CARD", context)
     if not card_path:
-        raise QgsProcessingException(f"The custom {target} model needs its model card (CUSTOM_CARD): a JSON "
-                                     "like those in the plugin's models/ folder.")
+        raise QgsProcessingException(algorithm.tr(
+            "The custom {} model needs its model card ({}CUSTOM_CARD): a JSON like those in the plugin's models/ "
+            "folder.").format(algorithm.tr(target), prefix))
     card = algorithm.run_core(models.load_card, card_path)
     onnx_path = algorithm.parameterAsFile(parameters, f"{prefix}CUSTOM_ONNX", context)
     if onnx_path:
@@ -90,6 +115,8 @@ def inference_options(algorithm, parameters, context):
         batch_size=algorithm.parameterAsInt(parameters, "BATCH_SIZE", context),
         overlap=overlap,
         threads=algorithm.parameterAsInt(parameters, "THREADS", context),
+        input_scale=inference.INPUT_SCALES[algorithm.parameterAsEnum(parameters, "INPUT_SCALE", context)
+                                           if parameters.get("INPUT_SCALE") not in (None, "") else 0],
     )
 
 
@@ -104,8 +131,7 @@ class ComputeProbability(S2MasksAlgorithm):
                  "A 12-band stack from 'Download and stack Sentinel-2' (bands B01..B12 in that order).")
         self.cards = add_model_parameters(self, self.TARGET)
         add_inference_parameters(self)
-        self.add(TifDestination("OUTPUT", self.tr(f"{self.TARGET.capitalize()} probability")),
-                 "Float32 raster in [0, 1] on the input's grid (1 where the input has no data).")
+        self.add(TifDestination("OUTPUT", self.tr(LABELS[self.TARGET]["output"])), OUTPUT_HELP)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         card = chosen_card(self, parameters, context, self.TARGET, self.cards)
@@ -118,14 +144,22 @@ def run_models(algorithm, parameters, context, feedback, cards, output_keys):
     raster = algorithm.raster_source(parameters, "INPUT", context)
     outputs = {target: algorithm.tif_destination(parameters, key, context) for target, key in output_keys.items()}
     for target, card in cards.items():
-        feedback.pushInfo(f"{target.capitalize()} model: {card.name} ({card.licence})")
+        feedback.pushInfo(algorithm.tr("{}: {} ({})").format(algorithm.tr(LABELS[target]["model"]), card.name,
+                                                             card.licence))
     algorithm.run_core(inference.compute_probabilities, raster, cards, outputs,
                        inference_options(algorithm, parameters, context),
                        progress=lambda fraction, message: (feedback.setProgress(100 * fraction),
                                                            feedback.setProgressText(message)),
                        should_cancel=feedback.isCanceled, log=feedback.pushInfo, warn=feedback.pushWarning)
-    thresholds = {"cloud": cloudmask.MergeOptions.cloud_thr, "shadow": cloudmask.MergeOptions.shadow_thr}
     for target, path in outputs.items():
-        styles.write_probability_style(path, thresholds[target])  # transparent where the mask step keeps clear
+        # transparent where the mask step's default (the card's rule) can never flag the pixel
+        styles.write_probability_style(path, style_threshold(cards[target], target))
         style_on_load(context, path)
     return {target: str(path) for target, path in outputs.items()}
+
+
+def style_threshold(card, target):
+    """The probability below which the card's rule never flags: its threshold, or for argmax 1 /
+    the number of classes (the most probable of n classes has at least that)."""
+    kind, value = card.rule(target)
+    return value if kind == "threshold" else round(1.0 / max(2, len(card.classes())), 2)

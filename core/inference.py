@@ -8,11 +8,20 @@
   with bilinear resampling as each row of chips is finished (no intermediate file).
 - Chips overlap and are blended with smooth (sine) weights, so there are no seams; FarmVibes
   cuts each chip at the midpoint instead. Batches of chips run through onnxruntime on all cores.
-- Pixels where any band is nodata get probability 1, as in FarmVibes; chips with no valid
-  pixel skip the model.
+- The input's scale is known, never guessed silently: the raster's band scale/offset metadata
+  (Download and stack writes 0.0001), else, for a raster without it, digital numbers or
+  reflectance as the values say (Sentinel-2 L2A DN are in the hundreds to thousands, reflectance
+  is mostly below 1.5), or what the caller chose; the log says which. Models then get their
+  card's units: reflectance, or DN (reflectance x 10000) for FarmVibes' cloud models.
+- Pixels where any band is nodata get no probability: NaN, the outputs' declared nodata
+  (FarmVibes writes 1 there; the mask step still masks them, as nodata). Chips with no valid
+  pixel skip the model; blending and resampling leave NaN out, so nodata does not leak into
+  the probabilities of its valid neighbours.
+- Each output records its model card and the card's mask rule (GeoTIFF tags), so the mask
+  step applies the rule of the model that made it.
 - `in_memory=False` streams chip rows from disk with a rolling accumulator (bounded memory);
   `in_memory=True` reads the raster once. Cloud and shadow from one multi-class model take one pass.
-- Outputs are float32 tiled, compressed GeoTIFFs in [0, 1], published by rename; Cancel between
+- Outputs are float32 tiled, compressed GeoTIFFs in [0, 1] (NaN nodata), published by rename; Cancel between
   batches leaves nothing. A loaded model is kept for the next run in the same session.
 """
 
@@ -26,12 +35,19 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cogread
+from . import cogread, models
 from .errors import Cancelled, InputError
 from .records import S2_BANDS
 from .stack import check_writable
 
-PROBABILITY_AT_NODATA = 1.0
+PROBABILITY_AT_NODATA = np.float32(np.nan)  # where the stack has no data (the outputs' nodata)
+REFLECTANCE_PER_DN = 1e-4  # Sentinel-2 L2A: reflectance = DN x 0.0001 (offset removed by Download and stack)
+DN_PER_REFLECTANCE = 10000.0
+# Median of valid values above which a raster without scale metadata holds DN, not reflectance:
+# L2A DN are in the hundreds to thousands, reflectance is mostly below 1.5 (bright cloud ~1).
+DN_MEDIAN_ABOVE = 1.5
+REFLECTANCE_MEDIAN_RANGE = (0.001, DN_MEDIAN_ABOVE)  # outside it, scale metadata are doubted (a warning)
+INPUT_SCALES = ("auto", "reflectance", "dn")
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,9 @@ class InferenceOptions:
     batch_size: int = 4  # as fast per chip as 8 with the ukis-csmask model, ~180 MB less onnxruntime memory
     overlap: float = None  # None: the card's
     threads: int = 0  # 0: onnxruntime's choice (all cores)
+    # "auto": the raster's scale metadata, else judged from its values; "reflectance": values are
+    # reflectance already; "dn": values are DN, reflectance = DN x 0.0001 (both ignore the metadata).
+    input_scale: str = "auto"
 
 
 def validate_options(options):
@@ -47,6 +66,95 @@ def validate_options(options):
         raise InputError(f"Batch size must be at least 1, got {options.batch_size}.")
     if options.overlap is not None and not 0 <= options.overlap <= 0.5:
         raise InputError(f"Overlap must be between 0 and 0.5 (a fraction of the chip), got {options.overlap}.")
+    if options.input_scale not in INPUT_SCALES:
+        raise InputError(f"Input scale must be one of {', '.join(INPUT_SCALES)}, got {options.input_scale!r}.")
+
+
+@dataclass(frozen=True)
+class InputScale:
+    """reflectance = value x gain + offset, per band of the raster (index 0 is band 1)."""
+
+    gains: tuple
+    offsets: tuple
+    how: str  # what was assumed, for the log
+    warning: str = None  # when the values contradict it
+
+    def for_model(self, band_indexes, reflectance):
+        """float32 (gain, offset) per model band, from the raster's values to the model's units
+        (reflectance, or DN = reflectance x 10000); None for a gain of 1 / an offset of 0."""
+        unit = 1.0 if reflectance else DN_PER_REFLECTANCE
+        gain = np.array([self.gains[i - 1] * unit for i in band_indexes], dtype=np.float32)
+        offset = np.array([self.offsets[i - 1] * unit for i in band_indexes], dtype=np.float32)
+        return (None if (gain == 1).all() else gain), (None if (offset == 0).all() else offset)
+
+
+def input_scale(src, band_indexes, mode="auto"):
+    """How the raster's values become reflectance (InputScale); `mode` as InferenceOptions.input_scale."""
+    count = src.count
+    if mode == "reflectance":
+        return InputScale((1.0,) * count, (0.0,) * count, "Input scale: the values are reflectance (as chosen), "
+                                                          "used as they are.")
+    if mode == "dn":
+        return InputScale((REFLECTANCE_PER_DN,) * count, (0.0,) * count,
+                          "Input scale: the values are digital numbers (as chosen), reflectance = DN x 0.0001.")
+    scales = tuple(float(v) if v else 1.0 for v in src.scales)
+    offsets = tuple(float(v) if v else 0.0 for v in src.offsets)
+    sample = _sample(src, band_indexes)
+    if any(v != 1.0 for v in scales) or any(v != 0.0 for v in offsets):
+        used = sorted({(scales[i - 1], offsets[i - 1]) for i in band_indexes})
+        formula = (f"DN x {used[0][0]:g}" + (f" + {used[0][1]:g}" if used[0][1] else "")) if len(used) == 1 \
+            else "DN x each band's scale + offset"
+        scale = InputScale(scales, offsets, f"Input scale: the raster's band scale metadata, reflectance = {formula}.")
+        if sample.size:
+            gains = np.array([scales[i - 1] for i in band_indexes])[:, None]
+            shifts = np.array([offsets[i - 1] for i in band_indexes])[:, None]
+            median = float(np.median(sample * gains + shifts))
+            if not REFLECTANCE_MEDIAN_RANGE[0] <= median <= REFLECTANCE_MEDIAN_RANGE[1]:
+                scale = InputScale(scales, offsets, scale.how, (
+                    f"With the raster's scale metadata the median reflectance is {median:g}, which is not "
+                    "reflectance (mostly 0.001-1.5): the metadata look wrong. Set the input scale (INPUT_SCALE) "
+                    "to what the values are."))
+        return scale
+    if sample.size:
+        median = float(np.median(sample))
+        dn = median > DN_MEDIAN_ABOVE
+        evidence = f"their median is {median:g}"
+    else:
+        dn = np.issubdtype(np.dtype(src.dtypes[band_indexes[0] - 1]), np.integer)
+        evidence = f"no valid pixel to judge by; {src.dtypes[band_indexes[0] - 1]} values"
+    if dn:
+        return InputScale((REFLECTANCE_PER_DN,) * count, (0.0,) * count, (
+            f"Input scale: the raster has no scale metadata and its values look like digital numbers ({evidence}): "
+            "reflectance = DN x 0.0001 assumed. If that is wrong, set the input scale (INPUT_SCALE)."))
+    return InputScale((1.0,) * count, (0.0,) * count, (
+        f"Input scale: the raster has no scale metadata and its values look like reflectance ({evidence}): "
+        "used as they are. If that is wrong, set the input scale (INPUT_SCALE)."))
+
+
+def _sample(src, band_indexes, size=64):
+    """Valid values (every band non-zero and finite) of the bands, (bands, n): the smallest
+    overview where the raster has overviews (Download and stack writes COGs), else size x size
+    windows at the centres of the four quadrants. Either way a few blocks are decoded, whatever the
+    raster's size (DN and reflectance differ a thousandfold: a few valid pixels tell them apart)."""
+    from rasterio.enums import Resampling
+    from rasterio.windows import Window
+
+    bands = list(band_indexes)
+    overviews = src.overviews(bands[0])
+    if overviews:
+        shape = (len(bands), max(1, src.height // overviews[-1]), max(1, src.width // overviews[-1]))
+        parts = [src.read(bands, out_shape=shape, resampling=Resampling.nearest)]
+    else:
+        block_rows, block_cols = src.block_shapes[0]
+        parts = []
+        for y in (0.25, 0.75):
+            for x in (0.25, 0.75):  # each window at the start of a block: one block decoded
+                row = int(src.height * y) // block_rows * block_rows
+                col = int(src.width * x) // block_cols * block_cols
+                parts.append(src.read(bands, window=Window(col, row, min(size, block_cols, src.width - col),
+                                                           min(size, block_rows, src.height - row))))
+    data = np.concatenate([part.reshape(len(bands), -1) for part in parts], axis=1).astype(np.float64)
+    return data[:, np.isfinite(data).all(axis=0) & (data != 0).all(axis=0)]
 
 
 class OnnxModel:
@@ -179,14 +287,24 @@ def compute_probabilities(raster_path, cards, outputs, options=InferenceOptions(
         # GDAL_NUM_THREADS: all cores decode the stack's blocks (NUM_THREADS on the outputs compresses them).
         gdal_options = dict(GDAL_CACHEMAX=cogread.BLOCK_CACHE_BYTES, GDAL_NUM_THREADS="ALL_CPUS")
         with rasterio.Env(**gdal_options), rasterio.open(raster_path) as src:
+            band_indexes = {card.id: check_raster(src, card) for card, _ in runs.values()}
+            scale = input_scale(src, sorted({i for indexes in band_indexes.values() for i in indexes}),
+                                options.input_scale)
+            log(scale.how)
+            if scale.warning:
+                warn(scale.warning)
             for number, (card, targets) in enumerate(runs.values()):
-                band_indexes = check_raster(src, card)
                 model = load_model(card, options.threads)
                 log(f"Model {card.id} for {' and '.join(targets)}")
-                valid_chips = _predict(src, model, band_indexes, {t: work / f"{t}.tif" for t in targets}, options,
-                                       _sub_progress(progress, number, len(runs)), should_cancel)
-                if not valid_chips:
-                    warn("The raster has no valid pixel (all nodata): every probability is 1, as in FarmVibes.")
+                tags = {t: dict(models.probability_tags(card, t), S2MASKS_INPUT_SCALE=scale.how) for t in targets}
+                counts = _predict(src, model, band_indexes[card.id], {t: work / f"{t}.tif" for t in targets}, options,
+                                  scale, tags, _sub_progress(progress, number, len(runs)), should_cancel)
+                if not counts.valid_chips:
+                    warn("The raster has no valid pixel (all nodata): every probability is nodata (NaN).")
+                elif counts.failed:
+                    warn(f"Model {card.id} returned no number (NaN) for {100 * counts.failed / counts.valid:.1f}% of "
+                         "the pixels with data: those are nodata in the probabilities. Inputs far outside what the "
+                         "model was trained on do this: check the input scale (INPUT_SCALE).")
                 for target in targets:
                     os.replace(work / f"{target}.tif", outputs[target])
     finally:
@@ -210,7 +328,7 @@ class _Reader:
         self.src, self.bands, self.factor = src, band_indexes, factor
         self.height = math.ceil(src.height / factor)
         self.width = math.ceil(src.width / factor)
-        self.scale = np.float32(src.scales[band_indexes[0] - 1] or 1.0)
+        self.floating = np.issubdtype(np.dtype(src.dtypes[0]), np.floating)
         # Where any band has no data, at the raster's resolution, one bit per pixel (15 MB for a
         # full tile): filled while reading, so writing the outputs needs no second read.
         self.nodata_bits = np.zeros((src.height, math.ceil(src.width / 8)), dtype=np.uint8)
@@ -255,6 +373,8 @@ class _Reader:
             top = (row + start) * f
             window = Window(0, top, self.src.width, min(count * f, self.src.height - top))
             every_band = self.src.read(window=window)  # pixel-interleaved stacks decode all bands anyway
+            if self.floating:  # NaN or infinite values are nodata too
+                every_band = np.where(np.isfinite(every_band), every_band, 0)
             self.nodata_bits[top:top + every_band.shape[1]] = np.packbits((every_band == 0).any(axis=0), axis=1)
             model_bands = every_band[[index - 1 for index in self.bands]]
             out[:, start:start + count] = average_blocks(model_bands, f, count, self.width)
@@ -267,7 +387,7 @@ class _Reader:
 
 
 def average_blocks(data, factor, rows, cols):
-    """Mean of factor x factor blocks of (bands, h, w) DN, leaving out nodata (0); 0 where all are."""
+    """Mean of factor x factor blocks of (bands, h, w) values, leaving out nodata (0); 0 where all are."""
     if factor == 1:
         return data.astype(np.float32)
     bands, height, width = data.shape
@@ -281,63 +401,82 @@ def average_blocks(data, factor, rows, cols):
         for j in range(factor):
             part = data[:, i::factor, j::factor]
             total += part
-            count += part > 0
+            count += part != 0
     return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
 
 
-def _predict(src, model, band_indexes, paths, options, progress, should_cancel):
+@dataclass
+class _Counts:
+    valid_chips: int = 0  # chips holding a valid pixel
+    valid: int = 0  # valid pixels of the working grid the model ran on (overlaps counted again)
+    failed: int = 0  # of these, the pixels the model gave NaN for
+
+
+def _predict(src, model, band_indexes, paths, options, scale, tags, progress, should_cancel):
     """Runs the chips row by row; each finished row strip goes straight to the outputs at
-    the raster's resolution. Returns the number of chips that held a valid pixel."""
+    the raster's resolution. Returns _Counts."""
     card = model.card
     factor = max(1, int(round(card.native_resolution / abs(src.transform.a))))
     reader = _Reader(src, band_indexes, factor, options.in_memory)
+    gain, offset = scale.for_model(band_indexes, card.reflectance)
     chip = card.chip_size
     overlap = card.overlap if options.overlap is None else options.overlap
     rows = chip_starts(reader.height, chip, overlap)
     cols = chip_starts(reader.width, chip, overlap)
     weights = blend_weights(chip)
+    counts = _Counts()
     with ExitStack() as stack:
-        sinks = {target: _RasterGridSink(stack.enter_context(_open_output(src, path, target)), factor,
-                                         (reader.height, reader.width), reader.nodata)
+        sinks = {target: _RasterGridSink(stack.enter_context(_open_output(src, path, target, tags.get(target))),
+                                         factor, (reader.height, reader.width), reader.nodata)
                  for target, path in paths.items()}
         strip = _Strip(list(paths), chip, reader.width)
-        total, done, valid_chips = len(rows) * len(cols), 0, 0
+        total, done = len(rows) * len(cols), 0
         for index, row in enumerate(rows):
             next_row = rows[index + 1] if index + 1 < len(rows) else reader.height
             for batch in _batches([(row, col) for col in cols], options.batch_size):
                 if should_cancel():
                     raise Cancelled("Probability computation cancelled.")
                 chips = np.stack([reader.chip(r, c, chip) for r, c in batch])
-                valid = (chips > 0).all(axis=1)
-                valid_chips += int(valid.any(axis=(1, 2)).sum())
-                predictions = _run_batch(model, card, chips, valid, reader.scale)
+                valid = (chips != 0).all(axis=1)
+                counts.valid_chips += int(valid.any(axis=(1, 2)).sum())
+                predictions = _run_batch(model, card, chips, valid, gain, offset)
+                counts.valid += int(valid.sum())
+                counts.failed += max(int((np.isnan(p) & valid).sum()) for p in predictions.values())
                 for k, (r, c) in enumerate(batch):
                     strip.add(r, c, {t: predictions[t][k] for t in paths}, weights, reader.height)
                 done += len(batch)
                 progress(done / total, f"{card.id}: chip {done}/{total}")
             strip.flush(next_row, sinks, reader.height)
-    return valid_chips
+    return counts
 
 
-def _open_output(src, path, target):
-    """A float32 probability GeoTIFF on the raster's grid: tiled, ZSTD with the float predictor,
-    compressed on all cores."""
+def _open_output(src, path, target, tags=None):
+    """A float32 probability GeoTIFF on the raster's grid, nodata NaN: tiled, ZSTD with the float
+    predictor, compressed on all cores; `tags` record the model card and its mask rule."""
     import rasterio
 
     dst = rasterio.open(path, "w", driver="GTiff", width=src.width, height=src.height, count=1, dtype="float32",
-                        crs=src.crs, transform=src.transform, tiled=True, blockxsize=512, blockysize=512,
-                        compress="ZSTD", zstd_level=1, predictor=3, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
+                        crs=src.crs, transform=src.transform, nodata=float("nan"), tiled=True, blockxsize=512,
+                        blockysize=512, compress="ZSTD", zstd_level=1, predictor=3, BIGTIFF="IF_SAFER",
+                        NUM_THREADS="ALL_CPUS")
     dst.set_band_description(1, f"{target}_probability")
+    if tags:
+        dst.update_tags(**tags)
     return dst
 
 
-def _run_batch(model, card, chips, valid, scale):
-    """Probabilities for a batch; nodata pixels get 1, chips without valid pixels skip the model."""
+def _run_batch(model, card, chips, valid, gain=None, offset=None):
+    """Probabilities for a batch; nodata pixels get NaN, chips without valid pixels skip the model.
+    gain, offset (per band, or None): from the raster's values to the model's units."""
     size = chips.shape[-1]
     result = {t: np.full((len(chips), size, size), PROBABILITY_AT_NODATA, dtype=np.float32) for t in card.provides}
     run = valid.any(axis=(1, 2))
     if run.any():
-        inputs = chips[run] * scale if card.reflectance else chips[run]
+        inputs = chips[run]  # a copy (boolean indexing)
+        if gain is not None:
+            inputs *= gain[None, :, None, None]
+        if offset is not None:
+            inputs += offset[None, :, None, None]
         for target, probs in model.probabilities(card.scale(inputs)).items():
             result[target][run] = probs
     for target in result:
@@ -351,22 +490,26 @@ def _batches(sequence, size):
 
 
 class _Strip:
-    """Rolling weighted sums over the rows that chips still touch (2 chips tall)."""
+    """Rolling weighted sums over the rows that chips still touch (2 chips tall). NaN predictions
+    (nodata) carry no weight: a pixel is NaN only where no chip gave it a number."""
 
     def __init__(self, targets, chip, width):
         self.top = 0
         self.chip = chip
+        self.width = width
         self.sums = {t: np.zeros((2 * chip, width), dtype=np.float32) for t in targets}
-        self.weight = np.zeros((2 * chip, width), dtype=np.float32)
+        self.weight = {t: np.zeros((2 * chip, width), dtype=np.float32) for t in targets}
 
     def add(self, row, col, probabilities, weights, height):
         r0 = row - self.top
         rows = min(self.chip, height - row)
-        cols = min(self.chip, self.weight.shape[1] - col)
+        cols = min(self.chip, self.width - col)
         w = weights[:rows, :cols]
-        self.weight[r0:r0 + rows, col:col + cols] += w
         for target, probs in probabilities.items():
-            self.sums[target][r0:r0 + rows, col:col + cols] += w * probs[:rows, :cols]
+            probs = probs[:rows, :cols]
+            known = ~np.isnan(probs)
+            self.weight[target][r0:r0 + rows, col:col + cols] += np.where(known, w, 0)
+            self.sums[target][r0:r0 + rows, col:col + cols] += np.where(known, w * probs, 0)
 
     def flush(self, until, sinks, height):
         """Hands rows [top, until) to each target's sink: no later chip touches them."""
@@ -375,11 +518,12 @@ class _Strip:
         count = min(until, height) - self.top
         if count <= 0:
             return
-        weight = np.maximum(self.weight[:count], 1e-12)
         for target, sink in sinks.items():
-            values = self.sums[target][:count] / weight
-            sink.write(values[None], window=Window(0, self.top, self.weight.shape[1], count))
-        for rows in (*self.sums.values(), self.weight):  # shift up in place; numpy copes with the overlap
+            weight = self.weight[target][:count]
+            values = np.full((count, self.width), PROBABILITY_AT_NODATA, dtype=np.float32)
+            np.divide(self.sums[target][:count], weight, out=values, where=weight > 0)
+            sink.write(values[None], window=Window(0, self.top, self.width, count))
+        for rows in (*self.sums.values(), *self.weight.values()):  # shift up in place; numpy copes with the overlap
             rows[:-count] = rows[count:]
             rows[-count:] = 0
         self.top += count
@@ -395,10 +539,20 @@ def bilinear_sources(size, factor, source_size):
     return np.clip(first, 0, source_size - 1), second, weight
 
 
+def _lerp(first, second, weight):
+    """first + (second - first) x weight; where one of the two is NaN (nodata), the other (the
+    weights renormalised), so nodata does not spread into its neighbours."""
+    out = first + (second - first) * weight
+    missing = np.isnan(out)
+    if missing.any():
+        out[missing] = np.where(np.isnan(first), second, first)[missing]
+    return out
+
+
 class _RasterGridSink:
     """Takes finished rows of the working grid, top to bottom, and writes every raster row they
-    determine: bilinear back to the raster's resolution, probability 1 where any band is nodata
-    (as FarmVibes). Keeps only the working rows later raster rows still need."""
+    determine: bilinear back to the raster's resolution (leaving NaN out), NaN where any band is
+    nodata. Keeps only the working rows later raster rows still need."""
 
     def __init__(self, dst, factor, working_shape, nodata_of, rows_per_write=512):
         self.dst, self.factor, self.nodata_of = dst, factor, nodata_of
@@ -430,10 +584,9 @@ class _RasterGridSink:
             values = self.kept[first - self.kept_top, :self.dst.width]  # a copy (fancy indexing)
         else:
             above, below = self.kept[first - self.kept_top], self.kept[second - self.kept_top]
-            rows = above + (below - above) * weight[:, None]
+            rows = _lerp(above, below, weight[:, None])
             left, right, col_weight = self.cols
-            values = rows[:, left]
-            values += (rows[:, right] - values) * col_weight
+            values = _lerp(rows[:, left], rows[:, right], col_weight)
         window = Window(0, start, self.dst.width, stop - start)
         values[self.nodata_of(window)] = PROBABILITY_AT_NODATA
         np.clip(values, 0, 1, out=values)

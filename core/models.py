@@ -1,6 +1,8 @@
 """Model cards: each ONNX cloud or shadow model comes with a small JSON that says what it
-expects (bands, scaling, resolution, chip size) and what it returns. The code never hard-codes
-a model; a wrong model is refused with the reason instead of producing garbage."""
+expects (bands, scaling, resolution, chip size), what it returns, and how its outputs become
+classes (mask_rule: argmax for softmax models such as ukis-csmask, thresholds for FarmVibes'
+models). The code never hard-codes a model; a wrong model is refused with the reason instead of
+producing garbage."""
 
 import importlib.util
 import json
@@ -14,6 +16,10 @@ from .errors import InputError
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 OUTPUT_TYPES = ("softmax", "sigmoid")
+MASK_RULES = ("argmax", "threshold")
+# FarmVibes' merge_cloud_masks_simple thresholds, tuned for its own models; also the rule for
+# probabilities whose model is not known (no card recorded in the raster).
+FARMVIBES_THRESHOLDS = {"cloud": 0.3, "shadow": 0.2}
 
 
 @dataclass(frozen=True)
@@ -22,7 +28,7 @@ class ModelCard:
     name: str
     weights: dict
     bands: Tuple[str, ...]
-    reflectance: bool  # inputs as DN x band scale (0.0001) before mean/std or factor
+    reflectance: bool  # inputs as reflectance (0-1); False: as DN (reflectance x 10000); then mean/std or factor
     mean: Optional[Tuple[float, ...]]
     std: Optional[Tuple[float, ...]]
     factor: float
@@ -35,6 +41,23 @@ class ModelCard:
     licence: str
     source: str
     card_path: Path
+    # How the outputs become classes: {"type": "argmax"} (the most probable of the softmax
+    # classes) or {"type": "threshold", "cloud": 0.3, ...} (probability above the value).
+    mask_rule: dict = None
+
+    def rule(self, target):
+        """("argmax", None) or ("threshold", value) for `target` (cloud or shadow)."""
+        if self.mask_rule["type"] == "argmax":
+            return "argmax", None
+        return "threshold", float(self.mask_rule[target])
+
+    def classes(self):
+        """The softmax class names ('' for unnamed ones); () for a sigmoid output."""
+        if self.output.get("type") != "softmax":
+            return ()
+        names = list(self.output.get("classes", ()))
+        count = max([len(names)] + [self.output[f"{t}_class"] + 1 for t in self.provides])
+        return tuple(names + [""] * (count - len(names)))
 
     def scale(self, chips):
         """float32 chips (N, bands, H, W) in model input units, in place where possible."""
@@ -81,11 +104,20 @@ def load_card(path):
             factor=float(scaling.get("factor", 1.0)), native_resolution=float(raw.get("native_resolution", 10)),
             chip_size=int(raw["chip_size"]), overlap=float(raw.get("overlap", 0.25)), output=output,
             provides=tuple(raw["provides"]), default_for=tuple(raw.get("default_for", ())),
-            licence=raw.get("licence", "unknown"), source=raw.get("source", ""), card_path=path)
+            licence=raw.get("licence", "unknown"), source=raw.get("source", ""), card_path=path,
+            mask_rule=dict(raw.get("mask_rule") or _default_mask_rule(output, raw["provides"])))
     except (KeyError, TypeError, ValueError) as err:
         raise InputError(f"The model card {path} lacks or mangles a field: {err!r}") from err
     _check_card(card)
     return card
+
+
+def _default_mask_rule(output, provides):
+    """For cards written before mask_rule existed: the natural decision of the output type, the
+    most probable class of a softmax, or 0.5 for a sigmoid."""
+    if output.get("type") == "softmax":
+        return {"type": "argmax"}
+    return dict({"type": "threshold"}, **{target: 0.5 for target in provides})
 
 
 def _check_card(card):
@@ -102,6 +134,24 @@ def _check_card(card):
         raise InputError(f"Model card {card.card_path}: mean and std need one value per band.")
     if card.chip_size < 16:
         raise InputError(f"Model card {card.card_path}: chip_size {card.chip_size} is too small.")
+    _check_mask_rule(card, kind)
+
+
+def _check_mask_rule(card, kind):
+    rule = card.mask_rule
+    if rule.get("type") not in MASK_RULES:
+        raise InputError(f"Model card {card.card_path}: unknown mask_rule type {rule.get('type')!r}; use one of "
+                         f"{MASK_RULES}.")
+    if rule["type"] == "argmax" and kind != "softmax":
+        raise InputError(f"Model card {card.card_path}: mask_rule 'argmax' needs a softmax output (the most probable "
+                         f"class); a {kind} output needs a threshold per target, e.g. "
+                         '{"type": "threshold", "cloud": 0.5}.')
+    if rule["type"] == "threshold":
+        for target in card.provides:
+            value = rule.get(target)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise InputError(f"Model card {card.card_path}: mask_rule 'threshold' needs a probability between "
+                                 f"0 and 1 for {target}, got {value!r}.")
 
 
 def installed_cards(folder=MODELS_DIR):
@@ -116,3 +166,17 @@ def cards_for(target, folder=MODELS_DIR):
 
 def default_card(target, folder=MODELS_DIR):
     return next(card for card in cards_for(target, folder) if target in card.default_for)
+
+
+# GeoTIFF tags a probability raster carries, so the mask step knows its model and rule.
+TAG_TARGET, TAG_MODEL, TAG_RULE, TAG_THRESHOLD, TAG_CLASSES = (
+    "S2MASKS_TARGET", "S2MASKS_MODEL", "S2MASKS_MASK_RULE", "S2MASKS_THRESHOLD", "S2MASKS_CLASSES")
+
+
+def probability_tags(card, target):
+    """The tags of `target`'s probability raster made with `card`."""
+    kind, value = card.rule(target)
+    tags = {TAG_TARGET: target, TAG_MODEL: card.id, TAG_RULE: kind, TAG_CLASSES: ",".join(card.classes())}
+    if kind == "threshold":
+        tags[TAG_THRESHOLD] = repr(value)
+    return tags

@@ -19,15 +19,18 @@ from s2masks.core import inference, models, records, stack
 from s2masks.core.errors import Cancelled, InputError
 
 
-def write_stack(path, data, descriptions=records.S2_BANDS):
-    """A 12-band uint16 stack like Download and stack writes (nodata 0, scale 0.0001)."""
+def write_stack(path, data, descriptions=records.S2_BANDS, scale=1e-4):
+    """A 12-band stack like Download and stack writes (uint16, nodata 0, scale 0.0001); scale=None
+    writes no scale metadata (plain DN, or reflectance for float data)."""
     with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype="uint16", nodata=0, crs="EPSG:32629", transform=Affine(10, 0, 500000, 0, -10, 5900000),
-                       tiled=True, blockxsize=64, blockysize=64) as dst:
+                       dtype=data.dtype if data.dtype != np.int64 else "uint16", nodata=0, crs="EPSG:32629",
+                       transform=Affine(10, 0, 500000, 0, -10, 5900000), tiled=True, blockxsize=64,
+                       blockysize=64) as dst:
         dst.write(data)
         for index, name in enumerate(descriptions, start=1):
             dst.set_band_description(index, name)
-        dst.scales = [1e-4] * data.shape[0]
+        if scale is not None:
+            dst.scales = [scale] * data.shape[0]
     return path
 
 
@@ -75,24 +78,141 @@ def test_in_memory_gives_the_same_result(gradient_stack, tiny_card, tmp_path):
         assert np.array_equal(a.read(), b.read())
 
 
-def test_nodata_pixels_get_probability_one(gradient_stack, tiny_card, tmp_path):
+def test_nodata_pixels_get_nan_the_declared_nodata(gradient_stack, tiny_card, tmp_path):
     path, data = gradient_stack
     data[7, 10:20, 30:40] = 0  # B08 missing there: not a band the model reads
     write_stack(path, data)
     out = inference.compute_probabilities(path, {"cloud": tiny_card}, {"cloud": tmp_path / "cloud.tif"})
     with rasterio.open(out["cloud"]) as src:
         probability = src.read(1)
-    assert (probability[10:20, 30:40] == 1.0).all()
+        assert np.isnan(src.nodata)
+    assert np.isnan(probability[10:20, 30:40]).all()
+    assert np.isfinite(probability).sum() == probability.size - 100
     np.testing.assert_allclose(probability[50:, :], _expected(data)[50:, :], atol=1e-5)
 
 
-def test_all_nodata_raster_warns_and_gives_ones(tiny_card, tmp_path):
+def test_nodata_does_not_leak_into_coarse_neighbours(gradient_stack, tmp_path):
+    """A 30 m model: a 30 m block without data is NaN at 10 m, and the bilinear return to 10 m
+    leaves it out, so its valid neighbours keep a probability (FarmVibes' 1 spread into them)."""
+    path, data = gradient_stack
+    data[:, 30:39, 30:39] = 0  # 3 x 3 working pixels
+    write_stack(path, data)
+    card = write_card(tmp_path, band_logit_model(tmp_path / "t.onnx", 1), id="coarse", native_resolution=30)
+    out = inference.compute_probabilities(path, {"cloud": card}, {"cloud": tmp_path / "c.tif"})
+    with rasterio.open(out["cloud"]) as src:
+        probability = src.read(1)
+    assert np.isnan(probability[30:39, 30:39]).all()
+    outside = np.ones(probability.shape, bool)
+    outside[30:39, 30:39] = False
+    assert np.isfinite(probability[outside]).all() and (probability[outside] >= 0).all()
+    assert (probability[outside] <= 1).all()
+
+
+def test_all_nodata_raster_warns_and_gives_nodata(tiny_card, tmp_path):
     path = write_stack(tmp_path / "empty.tif", np.zeros((12, 40, 40), dtype=np.uint16))
     warnings = []
     out = inference.compute_probabilities(path, {"cloud": tiny_card}, {"cloud": tmp_path / "c.tif"}, warn=warnings.append)
     with rasterio.open(out["cloud"]) as src:
-        assert (src.read(1) == 1.0).all()
+        assert np.isnan(src.read(1)).all()
     assert warnings and "no valid pixel" in warnings[0]
+
+
+def test_outputs_record_the_card_and_its_rule(gradient_stack, tmp_path):
+    path, _ = gradient_stack
+    card = write_card(tmp_path, band_logit_model(tmp_path / "m.onnx", 1, out_channels=3), id="multi",
+                      output={"type": "softmax", "classes": ["clear", "cloud", "shadow"], "cloud_class": 1,
+                              "shadow_class": 2}, provides=["cloud", "shadow"])
+    out = inference.compute_probabilities(path, {"cloud": card, "shadow": card},
+                                          {"cloud": tmp_path / "c.tif", "shadow": tmp_path / "s.tif"})
+    for target in ("cloud", "shadow"):
+        with rasterio.open(out[target]) as src:
+            tags = src.tags()
+        assert tags[models.TAG_TARGET] == target and tags[models.TAG_MODEL] == "multi"
+        assert tags[models.TAG_RULE] == "argmax" and tags[models.TAG_CLASSES] == "clear,cloud,shadow"
+        assert "scale metadata" in tags["S2MASKS_INPUT_SCALE"]
+
+
+# -- the input's scale -------------------------------------------------------------------------------
+@pytest.fixture
+def reflectance_card(tmp_path):
+    """P(cloud) = sigmoid(10 x B02 reflectance): a model that needs reflectance, as ukis-csmask does."""
+    return write_card(tmp_path, band_logit_model(tmp_path / "r.onnx", in_channels=1), id="refl",
+                      scaling={"reflectance": True, "factor": 10.0})
+
+
+def _probability(path, card, tmp_path, name, **options):
+    logs, warnings = [], []
+    out = inference.compute_probabilities(path, {"cloud": card}, {"cloud": tmp_path / name},
+                                          inference.InferenceOptions(**options), log=logs.append,
+                                          warn=warnings.append)
+    with rasterio.open(out["cloud"]) as src:
+        return src.read(1), logs, warnings
+
+
+def test_dn_stack_without_scale_metadata_gives_the_scaled_stacks_probabilities(gradient_stack, reflectance_card,
+                                                                              tmp_path):
+    path, data = gradient_stack
+    plain = write_stack(tmp_path / "plain.tif", data, scale=None)
+    scaled, scaled_log, _ = _probability(path, reflectance_card, tmp_path, "a.tif")
+    detected, detected_log, warnings = _probability(plain, reflectance_card, tmp_path, "b.tif")
+    assert np.array_equal(scaled, detected) and not warnings
+    np.testing.assert_allclose(scaled, _expected(data), atol=1e-5)  # sigmoid(10 x DN x 0.0001)
+    assert "band scale metadata, reflectance = DN x 0.0001" in scaled_log[0]
+    assert "no scale metadata and its values look like digital numbers" in detected_log[0]
+    assert "DN x 0.0001 assumed" in detected_log[0]
+    # without the detection, the model would get DN: probabilities of 1 everywhere
+    as_is, chosen_log, _ = _probability(plain, reflectance_card, tmp_path, "c.tif", input_scale="reflectance")
+    assert (as_is > 0.99).all() and "reflectance (as chosen)" in chosen_log[0]
+
+
+def test_reflectance_stack_is_used_as_it_is(gradient_stack, reflectance_card, tiny_card, tmp_path):
+    path, data = gradient_stack
+    reflectance = write_stack(tmp_path / "refl.tif", (data * 1e-4).astype(np.float32), scale=None)
+    expected, _, _ = _probability(path, reflectance_card, tmp_path, "a.tif")
+    found, logs, _ = _probability(reflectance, reflectance_card, tmp_path, "b.tif")
+    np.testing.assert_allclose(found, expected, atol=1e-6)
+    assert "look like reflectance" in logs[0]
+    # a model that takes DN (FarmVibes' cloud models) gets reflectance x 10000
+    dn_expected, _, _ = _probability(path, tiny_card, tmp_path, "c.tif")
+    dn_found, _, _ = _probability(reflectance, tiny_card, tmp_path, "d.tif")
+    np.testing.assert_allclose(dn_found, dn_expected, atol=1e-5)
+
+
+def test_chosen_scale_overrides_the_metadata(gradient_stack, reflectance_card, tmp_path):
+    path, data = gradient_stack
+    metadata, _, _ = _probability(path, reflectance_card, tmp_path, "a.tif")
+    chosen, logs, _ = _probability(write_stack(tmp_path / "x1.tif", data, scale=1.0), reflectance_card, tmp_path,
+                                   "b.tif", input_scale="dn")
+    assert np.array_equal(metadata, chosen) and "digital numbers (as chosen)" in logs[0]
+
+
+def test_scale_metadata_that_contradict_the_values_warn(gradient_stack, reflectance_card, tmp_path):
+    path, data = gradient_stack
+    wrong = write_stack(tmp_path / "wrong.tif", (data * 1e-4).astype(np.float32))  # reflectance, and scale 0.0001
+    _, _, warnings = _probability(wrong, reflectance_card, tmp_path, "a.tif")
+    assert warnings and "the metadata look wrong" in warnings[0] and "INPUT_SCALE" in warnings[0]
+
+
+def test_nan_in_a_float_stack_is_nodata(gradient_stack, reflectance_card, tmp_path):
+    path, data = gradient_stack
+    values = (data * 1e-4).astype(np.float32)
+    values[3, 40:50, 40:50] = np.nan
+    probability, _, _ = _probability(write_stack(tmp_path / "nan.tif", values, scale=None), reflectance_card,
+                                     tmp_path, "a.tif")
+    assert np.isnan(probability[40:50, 40:50]).all() and np.isfinite(probability).sum() == probability.size - 100
+
+
+def test_nan_from_the_model_is_reported(gradient_stack, tmp_path):
+    """A model that returns NaN (as the real one did for DN it should have got as reflectance):
+    NaN in the output and a warning naming the input scale."""
+    path, _ = gradient_stack
+    card = write_card(tmp_path, band_logit_model(tmp_path / "n.onnx", 1), id="nan",
+                      scaling={"reflectance": False, "factor": float("inf")})
+    warnings = []
+    out = inference.compute_probabilities(path, {"cloud": card}, {"cloud": tmp_path / "c.tif"}, warn=warnings.append)
+    with rasterio.open(out["cloud"]) as src:
+        assert np.isnan(src.read(1)).all()
+    assert warnings and "returned no number (NaN) for 100.0%" in warnings[0] and "INPUT_SCALE" in warnings[0]
 
 
 def test_overlapping_chips_blend_without_a_seam():
@@ -214,6 +334,23 @@ def test_unknown_output_semantics(tmp_path):
         write_card(tmp_path, tmp_path / "x.onnx", output={"type": "argmax"})
 
 
+@pytest.mark.parametrize("change, says", [
+    (dict(mask_rule={"type": "vote"}), "unknown mask_rule type 'vote'"),
+    (dict(mask_rule={"type": "argmax"}, output={"type": "sigmoid"}), "'argmax' needs a softmax output"),
+    (dict(mask_rule={"type": "threshold"}), "needs a probability between 0 and 1 for cloud, got None"),
+    (dict(mask_rule={"type": "threshold", "cloud": 1.5}), "for cloud, got 1.5"),
+])
+def test_bad_mask_rules_are_refused(tmp_path, change, says):
+    with pytest.raises(InputError, match=says):
+        write_card(tmp_path, tmp_path / "x.onnx", **change)
+
+
+def test_cards_without_a_mask_rule_get_their_output_types_decision(tmp_path):
+    assert write_card(tmp_path, tmp_path / "x.onnx").rule("cloud") == ("argmax", None)
+    sigmoid = write_card(tmp_path, tmp_path / "x.onnx", id="s", output={"type": "sigmoid"})
+    assert sigmoid.rule("cloud") == ("threshold", 0.5)
+
+
 def test_raster_with_too_few_bands(tiny_card, tmp_path):
     path = write_stack(tmp_path / "four.tif", np.ones((4, 40, 40), np.uint16), ("B02", "B03", "B04", "B08"))
     with pytest.raises(InputError, match="has 4 bands; a Sentinel-2 stack has 12"):
@@ -243,6 +380,15 @@ def test_installed_cards():
     assert {f"farmvibes-cloud-model{i}" for i in range(1, 6)} <= ids
     assert models.default_card("cloud").id == models.default_card("shadow").id == "ukis-csmask-6b-l2a"
     inference.OnnxModel(models.default_card("cloud"))  # the shipped model matches its card
+    # how each card's outputs become classes: argmax for the softmax ukis-csmask models, FarmVibes'
+    # thresholds for FarmVibes' models
+    cards = {card.id: card for card in models.installed_cards()}
+    for name in ("ukis-csmask-6b-l2a", "ukis-csmask-4b-l2a"):
+        assert cards[name].rule("cloud") == cards[name].rule("shadow") == ("argmax", None)
+        assert cards[name].classes() == ("clear", "cloud", "shadow")
+    for i in range(1, 6):
+        assert cards[f"farmvibes-cloud-model{i}"].rule("cloud") == ("threshold", 0.3)
+    assert cards["farmvibes-shadow"].rule("shadow") == ("threshold", 0.2)
 
 
 # -- the real model on the real scene ------------------------------------------------------------

@@ -18,7 +18,7 @@ from qgis.core import (
 )
 from rasterio.transform import Affine
 
-from s2masks.core import cloudmask
+from s2masks.core import cloudmask, models
 
 AREA = "-8.74,-8.62,53.09,53.16 [EPSG:4326]"  # inside the real T29UNU fixture scene
 DATES = {"START_DATE": "2022-10-01", "END_DATE": "2022-10-10"}
@@ -55,11 +55,30 @@ def read(path):
         return src.read(1)
 
 
-def write(path, data, crs="EPSG:32629"):
+def write(path, data, crs="EPSG:32629", **tags):
     with rasterio.open(path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
                        dtype=data.dtype, crs=crs, transform=Affine(10, 0, 500000, 0, -10, 5900000)) as dst:
         dst.write(data, 1)
+        dst.update_tags(**tags)
     return str(path)
+
+
+def copy_stack(source, target, scale_metadata=True, nodata_rows=0):
+    """The stack written again: without its band scale metadata (plain DN), and/or with no data in
+    its first `nodata_rows` rows."""
+    with rasterio.open(source) as src:
+        data, profile, descriptions = src.read(), src.profile, src.descriptions
+    profile.update(driver="GTiff")
+    data[:, :nodata_rows] = 0
+    with rasterio.open(target, "w", **profile) as dst:
+        dst.write(data)
+        for index, name in enumerate(descriptions, start=1):
+            dst.set_band_description(index, name)
+        if scale_metadata:
+            dst.scales = [1e-4] * data.shape[0]
+    with rasterio.open(target) as src:
+        assert src.scales == ((1e-4,) if scale_metadata else (1.0,)) * 12
+    return str(target)
 
 
 @pytest.fixture
@@ -75,7 +94,7 @@ def hand_made(tmp_path):
 
 
 def test_merge_writes_mask_classes_styles_and_statistics(s2masks_provider, hand_made, tmp_path):
-    result = run("mergecloudmaskssimple", dict(hand_made, CLOSING_SIZE=1, OUTPUT=str(tmp_path / "mask.tif"),
+    result = run("mergecloudmaskssimple", dict(hand_made, BUFFER=10, OUTPUT=str(tmp_path / "mask.tif"),
                                                OUTPUT_CLASSES=str(tmp_path / "classes.tif")))
     mask, classes = read(result["OUTPUT"]), read(result["OUTPUT_CLASSES"])
     assert mask.sum() == 3 * 5  # three flagged pixels, each a plus-shaped disk(1) of 5 pixels
@@ -85,8 +104,19 @@ def test_merge_writes_mask_classes_styles_and_statistics(s2masks_provider, hand_
     assert (tmp_path / "mask.qml").exists() and (tmp_path / "classes.qml").exists()
 
 
+def test_closing_size_is_still_read_as_a_buffer_with_a_deprecation_note(s2masks_provider, hand_made, tmp_path):
+    feedback = Recording()
+    old = run("mergecloudmaskssimple", dict(hand_made, CLOSING_SIZE=2, OUTPUT=str(tmp_path / "old.tif")), feedback)
+    new = run("mergecloudmaskssimple", dict(hand_made, BUFFER=20, OUTPUT=str(tmp_path / "new.tif")))
+    assert (read(old["OUTPUT"]) == read(new["OUTPUT"])).all() and read(old["OUTPUT"]).sum() == 3 * 13
+    assert [w for w in feedback.warnings if "CLOSING_SIZE is deprecated" in w and "BUFFER=20 m" in w]
+    assert "Growth on 10 m pixels: buffer 20 m (2 pixels)" in " ".join(feedback.infos)
+
+
 @pytest.mark.parametrize("change, says", [({"CLOUD_THR": 1.5}, "CLOUD_THR"), ({"SHADOW_THR": -0.1}, "SHADOW_THR"),
-                                          ({"CLOSING_SIZE": -1}, "CLOSING_SIZE"), ({"MIN_AREA": -3}, "MIN_AREA")])
+                                          ({"CLOSING_SIZE": -1}, "CLOSING_SIZE"), ({"MIN_AREA": -3}, "MIN_AREA"),
+                                          ({"BUFFER": -1}, "BUFFER"), ({"CLOSING": -5}, "CLOSING"),
+                                          ({"MAX_NODATA": 150}, "MAX_NODATA")])
 def test_merge_refuses_out_of_range_parameters(s2masks_provider, hand_made, tmp_path, change, says):
     with pytest.raises(QgsProcessingException, match=says):
         run("mergecloudmaskssimple", dict(hand_made, OUTPUT=str(tmp_path / "mask.tif"), **change))
@@ -98,6 +128,84 @@ def test_merge_names_the_raster_on_another_grid(s2masks_provider, hand_made, tmp
     with pytest.raises(QgsProcessingException, match="shadow probability .* CRS EPSG:32630 instead of EPSG:32629"):
         run("mergecloudmaskssimple", dict(hand_made, OUTPUT=str(tmp_path / "mask.tif")))
     assert not (tmp_path / "mask.tif").exists()
+
+
+def test_merge_applies_the_card_recorded_in_the_probabilities(s2masks_provider, tmp_path):
+    """Probabilities of the default model (its card's tags): argmax unless thresholds are given."""
+    cloud, shadow = np.full((30, 30), 0.31, np.float32), np.full((30, 30), 0.21, np.float32)  # clear: 0.48
+    cloud[:10] = 0.6
+    shadow[20:] = 0.5
+    card = models.default_card("cloud")
+    sources = {"PRODUCT_MASK": write(tmp_path / "p.tif", np.zeros((30, 30), np.uint8)),
+               "CLOUD_PROBABILITY": write(tmp_path / "c.tif", cloud, **models.probability_tags(card, "cloud")),
+               "SHADOW_PROBABILITY": write(tmp_path / "s.tif", shadow, **models.probability_tags(card, "shadow"))}
+    feedback = Recording()
+    by_card = run("mergecloudmaskssimple", dict(sources, OUTPUT_CLASSES=str(tmp_path / "a.tif"),
+                                                OUTPUT=str(tmp_path / "a_mask.tif")), feedback)
+    assert by_card["PCT_CLOUD"] == pytest.approx(100 / 3) and by_card["PCT_SHADOW"] == pytest.approx(100 / 3)
+    assert "Cloud: the most probable of ukis-csmask-6b-l2a's classes (argmax, its model card's rule)." in feedback.infos
+    given = run("mergecloudmaskssimple", dict(sources, CLOUD_THR=0.3, SHADOW_THR=0.2, OUTPUT=str(tmp_path / "b.tif")))
+    assert given["PCT_CLOUD"] == 100  # 0.31 > 0.3 everywhere, and cloud wins over shadow
+    given = run("mergecloudmaskssimple", dict(sources, CLOUD_THR=0.5, OUTPUT=str(tmp_path / "c.tif")))
+    assert given["PCT_CLOUD"] == pytest.approx(100 / 3) and given["PCT_SHADOW"] == pytest.approx(100 / 3)
+
+
+def test_nan_probability_is_nodata_not_clear(s2masks_provider, hand_made, tmp_path):
+    cloud = np.zeros((30, 30), np.float32)
+    cloud[:10, :10] = np.nan
+    hand_made["CLOUD_PROBABILITY"] = write(tmp_path / "nan.tif", cloud)
+    result = run("mergecloudmaskssimple", dict(hand_made, OUTPUT=str(tmp_path / "mask.tif"),
+                                               OUTPUT_CLASSES=str(tmp_path / "classes.tif")))
+    assert (read(result["OUTPUT_CLASSES"])[:10, :10] == cloudmask.NODATA).all()
+    assert (read(result["OUTPUT"])[:10, :10] == 1).all()
+    assert result["PCT_NODATA"] == pytest.approx(100 * 100 / 900) and result["PCT_CLEAR"] < 100 - 100 * 100 / 900
+
+
+def test_dn_stack_without_scale_metadata_gives_the_scaled_stacks_mask(s2masks_provider, stacked, tmp_path):
+    """The issue: a plain-DN stack gave a 100% clear mask. Now its scale is detected from the values."""
+    plain = copy_stack(stacked.raster, tmp_path / "plain.tif", scale_metadata=False)
+    feedback = Recording()
+    from_plain = run("improvecloudmask", {"INPUT": plain, "PRODUCT_MASK": str(stacked.mask),
+                                          "OUTPUT": str(tmp_path / "plain_mask.tif"),
+                                          "OUTPUT_CLASSES": str(tmp_path / "plain_classes.tif")}, feedback)
+    scaled = run("improvecloudmask", {"INPUT": str(stacked.raster), "PRODUCT_MASK": str(stacked.mask),
+                                      "OUTPUT": str(tmp_path / "mask.tif"),
+                                      "OUTPUT_CLASSES": str(tmp_path / "classes.tif")})
+    assert (read(from_plain["OUTPUT"]) == read(scaled["OUTPUT"])).all()
+    assert (read(from_plain["OUTPUT_CLASSES"]) == read(scaled["OUTPUT_CLASSES"])).all()
+    assert 20 < from_plain["PCT_CLEAR"] < 80 and from_plain["PCT_NODATA"] == 0
+    assert [line for line in feedback.infos if "no scale metadata and its values look like digital numbers" in line]
+
+
+def test_wrong_input_scale_fails_instead_of_writing_a_clear_mask(s2masks_provider, stacked, tmp_path):
+    """DN given to the model as reflectance (INPUT_SCALE: reflectance already): NaN probabilities,
+    which are nodata, not clear; most of the area, so the run fails and says what to do."""
+    with pytest.raises(QgsProcessingException, match="of the area has no valid cloud or shadow probability.*Where "
+                                                     "the product mask has data .*INPUT_SCALE"):
+        run("improvecloudmask", {"INPUT": str(stacked.raster), "PRODUCT_MASK": str(stacked.mask), "INPUT_SCALE": 1,
+                                 "OUTPUT": str(tmp_path / "mask.tif")})
+    assert not (tmp_path / "mask.tif").exists()
+
+
+def test_mostly_nodata_stack_fails_with_the_reason(s2masks_provider, stacked, tmp_path):
+    with rasterio.open(stacked.raster) as src:
+        rows = int(src.height * 0.7)
+    raster = copy_stack(stacked.raster, tmp_path / "partial.tif", nodata_rows=rows)
+    with rasterio.open(stacked.mask) as src:
+        codes, profile = src.read(1), src.profile
+    codes[:rows] = 255  # as Download and stack writes it where the stack has no data
+    profile.update(driver="GTiff")
+    with rasterio.open(tmp_path / "partial_mask.tif", "w", **profile) as dst:
+        dst.write(codes, 1)
+    parameters = {"INPUT": raster, "PRODUCT_MASK": str(tmp_path / "partial_mask.tif"),
+                  "OUTPUT": str(tmp_path / "mask.tif"), "OUTPUT_CLASSES": str(tmp_path / "classes.tif")}
+    with pytest.raises(QgsProcessingException, match=r"7\d.\d% of the area has no valid cloud or shadow probability.*"
+                                                     "The product mask has no data over .*MIN_TILE_COVER.*MAX_NODATA"):
+        run("improvecloudmask", parameters)
+    assert not (tmp_path / "mask.tif").exists() and not (tmp_path / "classes.tif").exists()
+    written = run("improvecloudmask", dict(parameters, MAX_NODATA=100))
+    assert 69 < written["PCT_NODATA"] < 72
+    assert (read(written["OUTPUT_CLASSES"])[:rows] == cloudmask.NODATA).all()
 
 
 def test_improve_equals_the_single_ops_and_runs_the_model_once(s2masks_provider, stacked, tmp_path):
@@ -185,7 +293,8 @@ def test_model3_chain_equals_the_composite(s2masks_provider, pc_double, tmp_path
     run from its file, gives pixel for pixel the composite's stack, product mask and improved mask."""
     model = QgsProcessingModelAlgorithm()
     assert model.fromFile(str(MODEL3))
-    assert model.validate() == (True, [])
+    assert model.validate() == (True, [])  # it was saved before BUFFER, CLOSING, MAX_NODATA and INPUT_SCALE
+    assert "CLOSING_SIZE" not in model.childAlgorithm("merge").parameterSources()  # not the deprecated name
     mask_key = next(p.name() for p in model.destinationParameterDefinitions() if p.name().endswith("improved_mask"))
     chained = run(model, {"area": AREA, "start_date": DATES["START_DATE"], "end_date": DATES["END_DATE"],
                           "output_folder": str(tmp_path / "chain"), "stac_url": pc_double.url,
@@ -198,6 +307,19 @@ def test_model3_chain_equals_the_composite(s2masks_provider, pc_double, tmp_path
     with rasterio.open(tmp_path / "chain" / raster.name) as a, rasterio.open(raster) as b:
         assert a.transform == b.transform and (a.read() == b.read()).all()
     assert (read(tmp_path / "chain" / product_mask.name) == read(product_mask)).all()
+
+
+@pytest.mark.qgis_process
+def test_qgis_process_still_takes_closing_size(enabled_qgis_process_env, hand_made, tmp_path):
+    """The deprecated CLOSING_SIZE, hidden in the dialog, works from the command line for one release."""
+    arguments = [f"{key}={value}" for key, value in hand_made.items()]
+    result = subprocess.run(
+        ["/usr/bin/qgis_process.bin", "run", "s2masks:mergecloudmaskssimple", "--", *arguments, "CLOSING_SIZE=2",
+         f"OUTPUT={tmp_path / 'mask.tif'}"], env=enabled_qgis_process_env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = result.stdout + result.stderr
+    assert "CLOSING_SIZE is deprecated" in log and "BUFFER=20 m" in log
+    assert read(tmp_path / "mask.tif").sum() == 3 * 13  # three disks of radius 2 pixels
 
 
 @pytest.mark.qgis_process

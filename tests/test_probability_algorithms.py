@@ -27,6 +27,30 @@ def test_default_model_writes_a_styled_probability(s2masks_provider, stacked, tm
     assert (tmp_path / f"{algorithm}.qml").exists()
 
 
+class Recording(QgsProcessingFeedback):
+    def __init__(self):
+        super().__init__()
+        self.infos = []
+
+    def pushInfo(self, text):  # noqa: N802
+        self.infos.append(text)
+
+
+def test_probabilities_record_their_card_and_are_styled_by_its_rule(s2masks_provider, stacked, tmp_path):
+    feedback = Recording()
+    result = run("computecloudshadowprob", {"INPUT": str(stacked.raster), "CLOUD_OUTPUT": str(tmp_path / "c.tif"),
+                                            "SHADOW_OUTPUT": str(tmp_path / "s.tif")}, feedback)
+    for target, key in (("cloud", "CLOUD_OUTPUT"), ("shadow", "SHADOW_OUTPUT")):
+        with rasterio.open(result[key]) as src:
+            tags = src.tags()
+            assert np.isnan(src.nodata)
+        assert (tags["S2MASKS_TARGET"], tags["S2MASKS_MODEL"], tags["S2MASKS_MASK_RULE"]) == (
+            target, "ukis-csmask-6b-l2a", "argmax")
+    # transparent below 1/3: the most probable of three classes has at least that
+    assert "below 0.33: transparent" in (tmp_path / "c.qml").read_text()
+    assert "Input scale: the raster's band scale metadata, reflectance = DN x 0.0001." in feedback.infos
+
+
 def test_custom_onnx_with_its_card(s2masks_provider, stacked, tmp_path):
     model = band_logit_model(tmp_path / "tiny.onnx", in_channels=1)
     card = tmp_path / "tiny.json"
