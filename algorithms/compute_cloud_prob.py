@@ -13,6 +13,6 @@ class ComputeCloudProb(ComputeProbability):
         "scaling, resolution and chip size it needs; a model that does not match its card, or a raster "
         "that does not match the model, is refused with the reason. The default is the trained ukis-csmask "
         "6-band L2A model (30 m, so the stack is averaged 3 x 3 and the result brought back to 10 m). "
-        "Chips overlap and are blended smoothly; nodata pixels get probability 1. "
+        "Chips overlap and are blended smoothly; pixels without data get no probability (NaN, the raster's nodata). "
         "FarmVibes op: compute_cloud_prob."
     )

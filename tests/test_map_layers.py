@@ -14,6 +14,9 @@ from qgis.core import (
     QgsSingleBandPseudoColorRenderer,
 )
 
+from s2masks.algorithms.probability import style_threshold
+from s2masks.core import models
+
 AREA = "-8.74,-8.62,53.09,53.16 [EPSG:4326]"
 RUN_GROUP = "Sentinel-2 2022-10-01 to 2022-10-10 (-8.74, 53.09, -8.62, 53.16)"
 DATE_GROUP = "2022-10-05 S2A_20221005T115411_R023"
@@ -81,7 +84,8 @@ def test_optional_layers_load_when_asked(s2masks_provider, pc_double, tmp_path, 
     classes = layer(project, f"{stem} cloud classes").renderer()
     assert {c.value: (c.label, c.color.alpha() > 0) for c in classes.classes()} == {
         0: ("clear", False), 1: ("cloud", True), 2: ("cloud shadow", True), 255: ("no data", False)}
-    for target, threshold in (("cloud", 0.3), ("shadow", 0.2)):
+    for target in ("cloud", "shadow"):  # transparent where the default card's rule (argmax) never flags
+        threshold = style_threshold(models.default_card(target), target)
         probability = layer(project, f"{stem} {target} probability")
         renderer = probability.renderer()
         assert isinstance(renderer, QgsSingleBandPseudoColorRenderer)
