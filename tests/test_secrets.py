@@ -25,7 +25,10 @@ AREA = "-8.74,-8.62,53.09,53.16 [EPSG:4326]"
 def test_pc_key_is_masked_wherever_qgis_prints_values(s2masks_provider, algorithm_id, tmp_path):
     """The dialog's log ('Input parameters'), processing.log (asPythonCommand), 'Copy as
     qgis_process command' and the history (QGIS 3.24+) all go through these methods."""
-    from processing.core.ProcessingLog import ProcessingLog
+    try:  # processing.log through Python until QGIS 3.40; QGIS 3.44 keeps history in C++ (asPythonCommand too)
+        from processing.core.ProcessingLog import ProcessingLog
+    except ImportError:
+        ProcessingLog = None
 
     algorithm = QgsApplication.processingRegistry().createAlgorithmById(f"s2masks:{algorithm_id}")
     context = QgsProcessingContext()
@@ -41,8 +44,9 @@ def test_pc_key_is_masked_wherever_qgis_prints_values(s2masks_provider, algorith
             shown.append(str(getattr(algorithm, method)(parameters, context)))
     if hasattr(definition, "valueAsJsonObject"):
         shown.append(str(definition.valueAsJsonObject(SENTINEL, context)))
-    ProcessingLog.addToLog(algorithm.asPythonCommand(parameters, context))
-    shown.append(Path(ProcessingLog.logFilename()).read_text(encoding="utf-8"))
+    if ProcessingLog is not None:
+        ProcessingLog.addToLog(algorithm.asPythonCommand(parameters, context))
+        shown.append(Path(ProcessingLog.logFilename()).read_text(encoding="utf-8"))
     for text in shown:
         assert SENTINEL not in text
     assert inputs.SECRET_MASK in shown[1]
