@@ -16,7 +16,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..core import errors
 from . import packages
-from .compat import FLAG_OPTIONAL, mark_advanced
+from .compat import FLAG_OPTIONAL, copy_definition, mark_advanced
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent
 ICON_PATH = PLUGIN_DIR / "resources" / "icon.svg"
@@ -156,13 +156,9 @@ class TifDestination(QgsProcessingParameterRasterDestination):
         return "GeoTIFF (*.tif *.TIF)"
 
     def clone(self):
-        copy = TifDestination(self.name(), self.description(), self.defaultValue(),
-                              bool(self.flags() & FLAG_OPTIONAL),
-                              self.createByDefault())
-        copy.setFlags(self.flags())
-        copy.setMetadata(self.metadata())
-        copy.setHelp(self.help())
-        return copy
+        optional = bool(self.flags() & FLAG_OPTIONAL)
+        return copy_definition(self, TifDestination(self.name(), self.description(), self.defaultValue(), optional,
+                                                    self.createByDefault()))
 
 
 def run_child(child_id, parameters, context, feedback, **extra):

@@ -57,3 +57,12 @@ def make_field(name, python_type):
 def mark_advanced(parameter):
     parameter.setFlags(parameter.flags() | FLAG_ADVANCED)
     return parameter
+
+
+def copy_definition(source, copy):
+    """Gives a cloned parameter `source`'s flags, metadata and help (for Python subclasses'
+    clone(), which QGIS calls when it copies an algorithm's parameters)."""
+    copy.setFlags(source.flags())
+    copy.setMetadata(source.metadata())
+    copy.setHelp(source.help())
+    return copy

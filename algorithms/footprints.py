@@ -21,7 +21,6 @@ from qgis.core import (
     QgsGeometry,
     QgsPalLayerSettings,
     QgsProcessingException,
-    QgsProcessingLayerPostProcessorInterface,
     QgsSingleSymbolRenderer,
     QgsTextBufferSettings,
     QgsTextFormat,
@@ -33,6 +32,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QColor
 
 from .compat import make_field
+from .layers import style_on_load
 
 FIELDS = (
     ("item_id", str),
@@ -221,24 +221,14 @@ def apply_footprint_style(layer):
     layer.triggerRepaint()
 
 
-class FootprintStyler(QgsProcessingLayerPostProcessorInterface):
-    """Styles a footprint layer once Processing has loaded it into the project."""
-
-    def postProcessLayer(self, layer, context, feedback):  # noqa: N802
-        if isinstance(layer, QgsVectorLayer) and layer.fields().indexOf("mgrs_tile") >= 0:
-            apply_footprint_style(layer)
-
-
-# Post-processors must outlive the algorithm, so the Python side keeps a reference. QGIS takes
-# over the C++ object and deletes it after loading the layer: each run needs a new instance.
-_KEEP_ALIVE = []
+def _style_if_footprints(layer):
+    if isinstance(layer, QgsVectorLayer) and layer.fields().indexOf("mgrs_tile") >= 0:
+        apply_footprint_style(layer)
 
 
 def style_footprints_on_load(context, dest_id):
     """Call in processAlgorithm after creating a footprint sink (dest_id as parameterAsSink
     returns it): if the run loads that layer (Toolbox, processing.runAndLoadResults), it is
     styled as footprints. Does nothing otherwise."""
-    if dest_id and context.willLoadLayerOnCompletion(dest_id):
-        styler = FootprintStyler()
-        _KEEP_ALIVE.append(styler)
-        context.layerToLoadOnCompletionDetails(dest_id).setPostProcessor(styler)
+    if dest_id:
+        style_on_load(context, dest_id, extra=_style_if_footprints)

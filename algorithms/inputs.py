@@ -29,7 +29,7 @@ from qgis.PyQt.QtCore import QDate, QDateTime, QTime
 
 from ..core import search, stack
 from . import network
-from .compat import DATE, DOUBLE, FLAG_OPTIONAL, FOLDER_BEHAVIOUR, INTEGER, POLYGON_SOURCE
+from .compat import DATE, DOUBLE, FLAG_OPTIONAL, FOLDER_BEHAVIOUR, INTEGER, POLYGON_SOURCE, copy_definition
 
 EXTENT = "EXTENT"
 AREA_LAYER = "AREA"
@@ -192,12 +192,9 @@ class SecretStringParameter(QgsProcessingParameterString):
         return super().valueAsString(value, context)
 
     def clone(self):
-        copy = SecretStringParameter(self.name(), self.description(), self.defaultValue(), self.multiLine(),
-                                     bool(self.flags() & FLAG_OPTIONAL))
-        copy.setFlags(self.flags())
-        copy.setMetadata(self.metadata())
-        copy.setHelp(self.help())
-        return copy
+        optional = bool(self.flags() & FLAG_OPTIONAL)
+        return copy_definition(self, SecretStringParameter(self.name(), self.description(), self.defaultValue(),
+                                                           self.multiLine(), optional))
 
 
 def add_pc_key_parameter(algorithm, help_text, advanced=True):
