@@ -12,7 +12,8 @@ APT_PACKAGES := qgis python3-qgis qgis-providers python3-numpy python3-scipy pyt
 	python3-venv python3-pip xvfb xauth make git
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Files that make up the installable plugin (tests, bench and tooling stay out of the zip).
-PLUGIN_FILES := metadata.txt __init__.py plugin.py algorithms core models resources requirements.txt LICENSE README.md
+PLUGIN_FILES := metadata.txt __init__.py plugin.py algorithms core models resources requirements.txt \
+	requirements-optional.txt LICENSE README.md
 QGIS_PROFILE ?= default
 QGIS_PLUGINS_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/$(QGIS_PROFILE)/python/plugins
 # Other Debian QGIS versions `make test-matrix` runs the suite on, each in a cached chroot.
@@ -23,7 +24,7 @@ export QT_QPA_PLATFORM := offscreen
 
 setup: $(SETUP_STAMP)
 
-$(SETUP_STAMP): requirements.txt requirements-dev.txt Makefile core/dependencies.py
+$(SETUP_STAMP): requirements.txt requirements-optional.txt requirements-dev.txt Makefile core/dependencies.py
 	@packages="$(APT_PACKAGES)"; \
 	[ -n "$$(apt-cache policy python3-shapely 2>/dev/null | awk '/Candidate:/ {print $$2}')" ] || $(SUDO) apt-get update -qq; \
 	candidate=$$(apt-cache policy python3-shapely | awk '/Candidate:/ {print $$2}'); \
@@ -35,10 +36,10 @@ $(SETUP_STAMP): requirements.txt requirements-dev.txt Makefile core/dependencies
 	fi
 	[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	mkdir -p .build
-	/usr/bin/python3 -m core.dependencies constraints > .build/constraints.txt
-	/usr/bin/python3 -m core.dependencies specs --geos "$$(/usr/bin/python3 -c 'from qgis.core import Qgis; print(Qgis.geosVersion())')" > .build/specs.txt
+	/usr/bin/python3 -m core.dependencies constraints --optional > .build/constraints.txt
+	/usr/bin/python3 -m core.dependencies specs --optional --geos "$$(/usr/bin/python3 -c 'from qgis.core import Qgis; print(Qgis.geosVersion())')" > .build/specs.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt -r .build/specs.txt -c .build/constraints.txt
-	$(PY) -m core.dependencies check
+	$(PY) -m core.dependencies check --optional
 	touch $@
 
 test: setup

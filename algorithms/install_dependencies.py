@@ -2,7 +2,12 @@
 
 import sys
 
-from qgis.core import QgsProcessingException, QgsProcessingOutputFolder, QgsProcessingOutputString
+from qgis.core import (
+    QgsProcessingException,
+    QgsProcessingOutputFolder,
+    QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
+)
 
 from ..core import dependencies
 from . import packages
@@ -25,12 +30,17 @@ class InstallDependencies(S2MasksAlgorithm):
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
+        self.add(QgsProcessingParameterBoolean("DASK", self.tr("Also install Dask (optional)"), defaultValue=False),
+                 "Also installs the optional package 'distributed' (Dask's scheduler and workers, about 9 MB), "
+                 "which the workflows' EXECUTOR needs to run acquisitions in parallel on a local Dask cluster or "
+                 "on a Dask scheduler your team runs. Not needed otherwise.")
         self.addOutput(QgsProcessingOutputFolder("FOLDER", self.tr("Folder of the plugin's packages")))
         self.addOutput(QgsProcessingOutputString("INSTALLED", self.tr("Packages installed")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         prefix = packages.profile_prefix()
-        needed = packages.missing()
+        optional = self.parameterAsBoolean(parameters, "DASK", context)
+        needed = packages.missing(optional)
         if not needed:
             feedback.pushInfo(self.tr("Every package the plugin needs is already there; nothing to install."))
             return {"FOLDER": str(prefix), "INSTALLED": ""}
@@ -46,7 +56,7 @@ class InstallDependencies(S2MasksAlgorithm):
             dependencies.install(specs, prefix, python, log=feedback.pushConsoleInfo, cancelled=feedback.isCanceled)
         except dependencies.DependencyError as err:
             raise QgsProcessingException(str(err)) from err
-        still = packages.missing()
+        still = packages.missing(optional)
         if still:
             raise QgsProcessingException(
                 self.tr("pip finished, but these are still missing: {}. See pip's output above.").format(

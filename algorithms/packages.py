@@ -40,9 +40,12 @@ def library_versions() -> Dict[str, Tuple[int, int]]:
     return versions
 
 
-def missing() -> List[dependencies.Missing]:
-    """The plugin's requirements that this QGIS's Python does not meet."""
-    return dependencies.missing(dependencies.read_requirements())
+def missing(optional: bool = False) -> List[dependencies.Missing]:
+    """The plugin's requirements (with `optional`, also the optional ones) this QGIS's Python does not meet."""
+    requirements = dependencies.read_requirements()
+    if optional:
+        requirements += dependencies.read_requirements(dependencies.OPTIONAL_REQUIREMENTS_FILE)
+    return dependencies.missing(requirements)
 
 
 def missing_message(needed: List[dependencies.Missing]) -> str:

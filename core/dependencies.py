@@ -28,12 +28,14 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from .errors import S2MasksError
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parent.parent / "requirements.txt"
+# What the plugin can use when it is there (Dask, for EXECUTOR): offered by the installer, never required.
+OPTIONAL_REQUIREMENTS_FILE = REQUIREMENTS_FILE.with_name("requirements-optional.txt")
 PLUGIN_FOLDER = "s2masks"
 # Come with QGIS itself: the plugin never installs or upgrades them (a second numpy breaks QGIS).
 PROVIDED_BY_QGIS = frozenset({"numpy"})
 # About how much pip downloads for each package with what it pulls in (64-bit wheels, 2026-11).
 DOWNLOAD_MB = {"pystac-client": 1, "shapely": 3, "rasterio": 36, "pyproj": 10,
-               "scipy": 35, "onnxruntime": 29, "ukis-csmask": 145}
+               "scipy": 35, "onnxruntime": 29, "ukis-csmask": 145, "distributed": 9}
 # On Linux one process has one set of GEOS / GDAL symbols (ELF interposition): a wheel that bundles
 # another version calls into QGIS's copy. Pick the wheel series bundling QGIS's major.minor.
 # Windows and macOS resolve symbols per library, so any wheel works there.
@@ -388,8 +390,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("what", choices=("specs", "constraints", "check"))
     parser.add_argument("--geos", help="QGIS's GEOS version, e.g. 3.11.1")
     parser.add_argument("--gdal", help="QGIS's GDAL version, e.g. 3.6.2")
+    parser.add_argument("--optional", action="store_true", help="also the optional packages (Dask)")
     args = parser.parse_args(argv)
-    needed = missing(read_requirements())
+    requirements = read_requirements()
+    if args.optional:
+        requirements += read_requirements(OPTIONAL_REQUIREMENTS_FILE)
+    needed = missing(requirements)
     if args.what == "constraints":
         print("\n".join(constraints(exclude=[m.requirement.name for m in needed])))
     elif args.what == "specs":
