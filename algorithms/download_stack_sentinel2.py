@@ -31,6 +31,7 @@ from .inputs import (
 class DownloadStackSentinel2(S2MasksAlgorithm):
     NAME = "downloadstacksentinel2"
     DISPLAY_NAME = "Download and stack Sentinel-2"
+    AREA_REQUIRED = False  # without one, the products' whole footprints are read
     DESCRIPTION = (
         "Reads only the area's pixels of the 12 L2A bands and the scene classification (SCL) straight "
         "from the products' cloud-optimized GeoTIFFs (HTTP range requests), resamples 20 m and 60 m bands "

@@ -46,7 +46,8 @@ def gdal_http_options(timeout, attempts=4, retry_delay=1.0, proxies=None, urls=(
         "GDAL_HTTP_RETRY_DELAY": f"{retry_delay:g}",
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
         "GDAL_HTTP_MULTIPLEX": "YES",
-        "VSI_CACHE": "TRUE",
+        # no VSI_CACHE: its 32 kB chunks double the header read, and GDAL's block cache (datasets stay
+        # open for a whole step, see core/stack.py) keeps what is read more than once
         "GDAL_CACHEMAX": BLOCK_CACHE_BYTES,
     }
     if proxies is not None:
@@ -145,17 +146,36 @@ def source_window(asset, block_bounds, block_crs, item_crs, margin):
 
 def read_window(href, window, expected_transform, label):
     """Reads one window of band 1 of a COG; errors name the asset."""
+    with open_band(href, expected_transform, label) as src:
+        return read_from(src, href, window, label)
+
+
+def open_band(href, expected_transform, label):
+    """Opens a COG for many windowed reads (GDAL's block cache then serves a source block that
+    several windows share from memory); checks its grid against `expected_transform`."""
     import rasterio
     from rasterio.errors import RasterioIOError
 
     try:
-        with rasterio.open(_gdal_path(href)) as src:
-            if expected_transform is not None and not src.transform.almost_equals(expected_transform):
-                raise DownloadError(
-                    f"{label}: the file's grid {tuple(src.transform)[:6]} differs from the STAC item's "
-                    f"proj:transform {tuple(expected_transform)[:6]}; the item and the file do not match."
-                )
-            return src.read(1, window=window)
+        src = rasterio.open(_gdal_path(href))
+    except RasterioIOError as err:
+        _forget(href)
+        raise DownloadError(f"{label}: {describe_gdal_error(err)} ({strip_query(href)})") from err
+    if expected_transform is not None and not src.transform.almost_equals(expected_transform):
+        src.close()
+        raise DownloadError(
+            f"{label}: the file's grid {tuple(src.transform)[:6]} differs from the STAC item's "
+            f"proj:transform {tuple(expected_transform)[:6]}; the item and the file do not match."
+        )
+    return src
+
+
+def read_from(src, href, window, label):
+    """Reads one window of band 1 of a dataset from open_band; errors name the asset."""
+    from rasterio.errors import RasterioIOError
+
+    try:
+        return src.read(1, window=window)
     except RasterioIOError as err:
         _forget(href)
         raise DownloadError(f"{label}: {describe_gdal_error(err)} ({strip_query(href)})") from err

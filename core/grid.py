@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from rasterio.transform import Affine
 
 PIXEL_SIZE = 10.0  # metres; Sentinel-2 tile origins are multiples of it, so edges line up
+SNAP_TOLERANCE = 0.01  # metres: see output_grid
 
 
 # affine 3 deprecates `*` on transforms in favour of `@`, which affine 2 (Debian 12) lacks: both
@@ -93,8 +94,12 @@ def output_grid(area_wgs84, crs=None, pixel_size=PIXEL_SIZE):
         )
     projected = shapely.geometry.shape(transform_geom("EPSG:4326", crs, shapely.geometry.mapping(area_wgs84)))
     west, south, east, north = projected.bounds
-    left = math.floor(west / pixel_size) * pixel_size
-    top = math.ceil(north / pixel_size) * pixel_size
-    width = max(1, int(math.ceil((east - left) / pixel_size)))
-    height = max(1, int(math.ceil((top - south) / pixel_size)))
+    # An edge within SNAP_TOLERANCE of a grid line is on it: the round trip through WGS84 (and the
+    # 8 decimals QGIS writes GeoJSON with) moves an edge drawn on the grid by up to a millimetre,
+    # which would otherwise add a column or row on either side.
+    tolerance = SNAP_TOLERANCE / pixel_size
+    left = math.floor(west / pixel_size + tolerance) * pixel_size
+    top = math.ceil(north / pixel_size - tolerance) * pixel_size
+    width = max(1, int(math.ceil((east - left) / pixel_size - tolerance)))
+    height = max(1, int(math.ceil((top - south) / pixel_size - tolerance)))
     return Grid(crs, Affine(pixel_size, 0.0, left, 0.0, -pixel_size, top), width, height)

@@ -16,14 +16,16 @@ FarmVibes' download_stack_sentinel2 + merge_sentinel2_orbits, improved:
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as WaitTimeout  # not the built-in one before Python 3.11
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import cogread, search, signing
+from . import cogread, search, shadows, signing, tempfiles
 from .errors import Cancelled, InputError, SearchError
 from .grid import offset_transform
 from .records import S2_BANDS
@@ -33,6 +35,15 @@ RESAMPLING_METHODS = ("bilinear", "nearest", "cubic")  # rasterio.enums.Resampli
 # Source pixels read beyond a block's edge so that the resampling kernel has its neighbours.
 MARGIN = {"nearest": 1, "bilinear": 2, "cubic": 3}
 REFLECTANCE_SCALE = 1e-4
+# GDAL's block cache while stacking: grown to hold three source block rows of every band
+# plus BLOCK_CACHE_HEADROOM_BYTES (a whole tile: about 500 MB), never beyond this.
+MAX_BLOCK_CACHE_BYTES = 640 * 1024 * 1024
+# Beyond those rows: the block being written, and the next row's first blocks read ahead (without
+# it, LRU eviction re-fetched up to 25% of a whole tile's bytes, depending on thread timing).
+BLOCK_CACHE_HEADROOM_BYTES = 96 * 1024 * 1024
+# GDAL's block cache while publishing: the uncompressed source is read from the page cache, so a
+# small cache costs no time and keeps a whole tile's peak memory low.
+PUBLISH_CACHE_BYTES = 64 * 1024 * 1024
 
 # Product mask codes (uint8), from the scene classification (SCL).
 MASK_CLEAR, MASK_OPAQUE, MASK_CIRRUS, MASK_INVALID, MASK_SHADOW, MASK_NODATA = 0, 1, 2, 3, 4, 255
@@ -95,6 +106,11 @@ def harmonise(dn, offset):
     """DN + offset, clipped to >= 1 where there is data; 0 (nodata) stays 0."""
     if offset == 0:
         return dn
+    if offset < 0 and dn.dtype == np.uint16:  # the usual case (-1000), without int32 copies
+        shifted = np.maximum(dn, 1 - offset).astype(np.uint16)
+        shifted -= np.uint16(-offset)
+        shifted[dn == 0] = 0
+        return shifted
     shifted = np.clip(dn.astype(np.int32) + offset, 1, None).astype(np.uint16)
     return np.where(dn > 0, shifted, 0).astype(np.uint16)
 
@@ -147,57 +163,127 @@ def stack_acquisition(items, area_wgs84, grid, raster_path, mask_path, options, 
     check_writable(raster_path.parent)
     ordered = mosaic_order(items, area_wgs84)
     reader = _BandReader(ordered, options)
-    work = tempfile.mkdtemp(prefix=".stacking-", dir=raster_path.parent)
+    tempfiles.remove_stale(options.cache_dir)  # *.part files of a killed run
+    work = tempfiles.work_folder(raster_path.parent, "stacking")
     try:
         raster_tmp, mask_tmp = Path(work) / "raster.tif", Path(work) / "mask.tif"
         valid = _stream_blocks(grid, reader, raster_tmp, mask_tmp, options, progress, should_cancel)
-        describe_outputs(raster_tmp, mask_tmp, [i.id for i in ordered], [i.processing_baseline for i in ordered])
-        publish_cog(raster_tmp, raster_path, "average")
-        publish_cog(mask_tmp, mask_path, "nearest")
+        describe_outputs(raster_tmp, mask_tmp, [i.id for i in ordered], [i.processing_baseline for i in ordered],
+                         shadows.mean_sun((i.sun_azimuth, i.sun_zenith) for i in ordered))
+        publish_cog(raster_tmp, raster_path, "average", should_cancel)
+        publish_cog(mask_tmp, mask_path, "nearest", should_cancel)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return StackResult(raster_path, mask_path, tuple(ordered), valid)
 
 
 def _stream_blocks(grid, reader, raster_tmp, mask_tmp, options, progress, should_cancel):
+    """Computes the blocks row by row (bands of one block in parallel, the next block's queued
+    behind them) and writes them in order to uncompressed tiled GeoTIFFs that publish_cog then
+    compresses once."""
     import rasterio
 
     blocks = list(grid.blocks(options.block_size))
     names = S2_BANDS + ("SCL",)
     total, done, valid_pixels = len(blocks) * len(names), 0, 0
-    profile = dict(driver="GTiff", width=grid.width, height=grid.height, crs=grid.crs, transform=grid.transform,
-                   tiled=True, blockxsize=512, blockysize=512, compress="DEFLATE", predictor=2, BIGTIFF="IF_SAFER")
     # The pool closes (all reads finished) before the GDAL environment does: leaving the
     # environment while a worker is inside GDAL deadlocks.
     urls = [band.href for item in reader.items for band in item.bands.values()]
     gdal_options = cogread.gdal_http_options(options.dl_timeout, options.attempts, options.backoff, options.proxies,
                                              urls)
     with rasterio.Env(**gdal_options), \
-            rasterio.open(raster_tmp, "w", count=len(S2_BANDS), dtype="uint16", nodata=0, **profile) as raster, \
-            rasterio.open(mask_tmp, "w", count=1, dtype="uint8", nodata=MASK_NODATA, **profile) as mask, \
-            ThreadPoolExecutor(max_workers=max(1, options.threads)) as pool:
-        for number, block in enumerate(blocks, start=1):
-            block_grid = grid.sub_grid(block)
-            futures = {name: pool.submit(reader.mosaic, name, block_grid, should_cancel) for name in names}
-            arrays = {}
-            try:
+            _Intermediate(raster_tmp, grid, len(S2_BANDS), np.uint16, 0) as raster, \
+            _Intermediate(mask_tmp, grid, 1, np.uint8, MASK_NODATA) as mask, \
+            reader, ThreadPoolExecutor(max_workers=max(1, options.threads)) as pool:
+        def submit(block):
+            return {name: pool.submit(_in_env, gdal_options, reader.mosaic, name, grid.sub_grid(block), should_cancel)
+                    for name in names}
+
+        futures, queued = {}, submit(blocks[0])
+        try:
+            for number, block in enumerate(blocks, start=1):
+                futures, queued = queued, (submit(blocks[number]) if number < len(blocks) else {})
+                arrays = {}
                 for name in names:  # collect in band order so progress names the band just finished
-                    arrays[name] = futures[name].result()
+                    arrays[name] = _result(futures[name], should_cancel)
                     done += 1
                     progress(done / total, f"block {number}/{len(blocks)}: {name}")
-            except BaseException:
-                for future in futures.values():
-                    future.cancel()
-                raise
-            if should_cancel():
-                raise Cancelled("Stacking cancelled.")
-            stack = np.stack([arrays[name] for name in S2_BANDS])
-            product_mask = scl_to_mask(arrays["SCL"])
-            product_mask[(stack == 0).any(axis=0)] = MASK_NODATA
-            raster.write(stack, window=block)
-            mask.write(product_mask, 1, window=block)
-            valid_pixels += int((product_mask != MASK_NODATA).sum())
+                stack = np.stack([arrays[name] for name in S2_BANDS])
+                product_mask = scl_to_mask(arrays["SCL"])
+                product_mask[(stack == 0).any(axis=0)] = MASK_NODATA
+                raster.write(stack, block)
+                mask.write(product_mask[None], block)
+                valid_pixels += int((product_mask != MASK_NODATA).sum())
+                if block.col_off + block.width == grid.width:  # a row of blocks done
+                    _release_freed_memory()
+        except BaseException:
+            reader.stop()
+            for future in list(futures.values()) + list(queued.values()):
+                future.cancel()
+            raise
     return valid_pixels / float(grid.width * grid.height)
+
+
+class _Intermediate:
+    """An uncompressed tiled GeoTIFF written block by block, each block flushed to disk at once:
+    dirty blocks would otherwise fill GDAL's block cache and push out source blocks still needed."""
+
+    def __init__(self, path, grid, count, dtype, nodata):
+        from osgeo import gdal, gdal_array
+
+        self.dataset = gdal.GetDriverByName("GTiff").Create(
+            str(path), grid.width, grid.height, count, gdal_array.NumericTypeCodeToGDALTypeCode(np.dtype(dtype)),
+            ["TILED=YES", "BLOCKXSIZE=512", "BLOCKYSIZE=512", "BIGTIFF=IF_SAFER"])
+        if self.dataset is None:
+            raise OSError(f"Could not create {path}: {gdal.GetLastErrorMsg()}")
+        self.dataset.SetGeoTransform(grid.transform.to_gdal())
+        self.dataset.SetProjection(grid.crs.to_wkt())
+        for index in range(1, count + 1):
+            self.dataset.GetRasterBand(index).SetNoDataValue(nodata)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.dataset = None  # closes the file
+
+    def write(self, array, window):
+        """Writes a (bands, rows, columns) array at the window's origin."""
+        self.dataset.WriteArray(array, int(window.col_off), int(window.row_off))
+        self.dataset.FlushCache()
+
+
+def _release_freed_memory():
+    """Hands memory freed by the worker threads (GDAL's source blocks) back to the system, where
+    the C library can (glibc's malloc_trim); elsewhere nothing."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
+def _in_env(gdal_options, function, *args):
+    """function(*args) inside a rasterio.Env of its own: rasterio's settings are per thread, and a
+    worker without them reads without the HTTP timeouts and holds the GIL while it waits for the
+    network (QGIS froze for tens of seconds)."""
+    import rasterio
+
+    with rasterio.Env(**gdal_options):
+        return function(*args)
+
+
+def _result(future, should_cancel, poll=0.2):
+    """The future's result; Cancel is noticed within `poll` seconds while waiting."""
+    while True:
+        if should_cancel():
+            raise Cancelled("Stacking cancelled.")
+        try:
+            return future.result(timeout=poll)
+        except WaitTimeout:
+            continue
 
 
 class _BandReader:
@@ -213,12 +299,46 @@ class _BandReader:
         policy = search.RequestPolicy(timeout=options.dl_timeout, attempts=options.attempts,
                                       backoff=options.backoff, proxies=options.proxies)
         self._endpoint = signing.TokenEndpoint(url=options.sas_url, policy=policy)
+        # One open dataset per (item, band) for the whole step, used by one thread at a time: GDAL's
+        # block cache then decodes each source block once for all the output blocks it feeds.
+        self._datasets = {}
+        self._locks = {}
+        self._guard = threading.Lock()
+        self._cache_bytes = 0
+        self._stopped = False
+
+    def __enter__(self):
+        from osgeo import gdal
+
+        self._previous_cache_max = gdal.GetCacheMax()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def stop(self):
+        """Queued bands end at once (Cancel or an error elsewhere)."""
+        self._stopped = True
+
+    def close(self):
+        """Closes the datasets (call after the worker threads have finished)."""
+        with self._guard:
+            for dataset in self._datasets.values():
+                dataset.close()
+            self._datasets.clear()
+        if self._cache_bytes:
+            from osgeo import gdal
+
+            gdal.SetCacheMax(self._previous_cache_max)
+        _release_freed_memory()
 
     def mosaic(self, name, block_grid, should_cancel):
         # After one band has failed, the bands still queued do not start: each read can take the
         # whole of its retries, and the step's error is known already.
         if self._first_error is not None:
             raise self._first_error
+        if self._stopped:
+            raise Cancelled("Stacking cancelled.")
         try:
             return self._mosaic(name, block_grid, should_cancel)
         except Exception as err:
@@ -231,18 +351,21 @@ class _BandReader:
             raise Cancelled("Stacking cancelled.")
         is_scl = name == "SCL"
         method = "nearest" if is_scl else self.options.resampling
-        out = np.zeros((block_grid.height, block_grid.width), dtype=np.uint8 if is_scl else np.uint16)
+        dtype = np.uint8 if is_scl else np.uint16
+        out = None
         for item in self.items:
-            part = self._resampled(item, name, block_grid, method, out.dtype)
+            part = self._resampled(item, name, block_grid, method, dtype)
             if part is None:
                 continue
             if not is_scl:
                 part = harmonise(part, item.reflectance_offset)
-            empty = out == 0
-            out[empty] = part[empty]
-            if not (out == 0).any():
+            if out is None:
+                out = part
+            else:
+                np.copyto(out, part, where=out == 0)
+            if out.all():
                 break  # later tiles cannot add anything to this block
-        return out
+        return out if out is not None else np.zeros((block_grid.height, block_grid.width), dtype=dtype)
 
     def _resampled(self, item, name, block_grid, method, dtype):
         import rasterio.crs
@@ -258,6 +381,10 @@ class _BandReader:
         raw = self._raw_window(item, name, window)
         destination = np.zeros((block_grid.height, block_grid.width), dtype=dtype)
         window_transform = offset_transform(Affine(*asset.transform), window.col_off, window.row_off)
+        shift = _pixel_shift(window_transform, item_crs, block_grid)
+        if shift is not None:  # the block lies on the source's own grid: its pixels as they are
+            _paste(raw, destination, *shift)
+            return destination
         with warnings.catch_warnings():  # rasterio 1.3 warns on plain arrays despite the transforms given
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             reproject(raw, destination, src_transform=window_transform, src_crs=item_crs, src_nodata=0,
@@ -266,23 +393,54 @@ class _BandReader:
         return destination
 
     def _raw_window(self, item, name, window):
-        from rasterio.transform import Affine
-
         asset = item.bands[name]
         cached = self.cache.get(asset.href, window)
         if cached is not None:
             return cached
-        label = f"Band {name} of {item.id}"
-        expected = Affine(*asset.transform)
-        try:
-            data = cogread.read_window(self._href(item, name), window, expected, label)
-        except cogread.DownloadError as err:
-            if not (cogread.is_access_error(err) and _is_signable(asset.href)):
-                raise
-            # an expired or refused SAS token: sign once more with a fresh token, then give up
-            data = cogread.read_window(self._href(item, name, fresh=True), window, expected, label)
+        key = (item.id, name)
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            try:
+                data = self._read(item, name, window)
+            except cogread.DownloadError as err:
+                if not (cogread.is_access_error(err) and _is_signable(asset.href)):
+                    raise
+                # an expired or refused SAS token: sign once more with a fresh token, then give up
+                self._drop(key)
+                data = self._read(item, name, window, fresh=True)
         self.cache.put(asset.href, window, data)
         return data
+
+    def _read(self, item, name, window, fresh=False):
+        from rasterio.transform import Affine
+
+        key, label = (item.id, name), f"Band {name} of {item.id}"
+        href = self._href(item, name, fresh=fresh)
+        dataset = self._datasets.get(key)
+        if dataset is None:
+            dataset = cogread.open_band(href, Affine(*item.bands[name].transform), label)
+            with self._guard:
+                self._datasets[key] = dataset
+                self._grow_block_cache(dataset)
+        return cogread.read_from(dataset, href, window, label)
+
+    def _drop(self, key):
+        with self._guard:
+            dataset = self._datasets.pop(key, None)
+        if dataset is not None:
+            dataset.close()
+
+    def _grow_block_cache(self, dataset):
+        """GDAL's block cache holds three source block rows of every open band (the rows the
+        current output block row, its resampling margin and the next output row need)."""
+        from osgeo import gdal
+
+        block_rows, _ = dataset.block_shapes[0]
+        row_bytes = dataset.width * block_rows * np.dtype(dataset.dtypes[0]).itemsize
+        self._cache_bytes += 3 * row_bytes
+        wanted = self._cache_bytes + BLOCK_CACHE_HEADROOM_BYTES
+        gdal.SetCacheMax(max(cogread.BLOCK_CACHE_BYTES, min(wanted, MAX_BLOCK_CACHE_BYTES)))
 
     def _href(self, item, name, fresh=False):
         href = item.bands[name].href
@@ -299,13 +457,38 @@ class _BandReader:
         return self._signed[href]
 
 
+def _pixel_shift(source_transform, source_crs, block_grid):
+    """(column, row) of the block's origin on the source's grid when both grids are one (same CRS,
+    pixel size and pixel edges), else None. Resampling onto the same grid returns the pixels."""
+    if source_crs != block_grid.crs:
+        return None
+    a, b, c, d, e, f = tuple(source_transform)[:6]
+    ba, bb, bc, bd, be, bf = tuple(block_grid.transform)[:6]
+    if (a, b, d, e) != (ba, bb, bd, be) or b or d:
+        return None
+    col, row = (bc - c) / a, (bf - f) / e
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    return int(round(col)), int(round(row))
+
+
+def _paste(source, destination, col, row):
+    """destination[r, c] = source[row + r, col + c] where the source has that pixel."""
+    rows, cols = source.shape
+    top, left = max(0, -row), max(0, -col)
+    bottom, right = min(destination.shape[0], rows - row), min(destination.shape[1], cols - col)
+    if bottom > top and right > left:
+        destination[top:bottom, left:right] = source[row + top:row + bottom, col + left:col + right]
+
+
 def _is_signable(href):
     """Whether an href needs a SAS token (Azure Blob Storage), as core/signing.py decides."""
     return signing.is_signable(href)
 
 
-def describe_outputs(raster_tmp, mask_tmp, products, baselines):
-    """Band names, reflectance scale, provenance tags, mask palette and class names."""
+def describe_outputs(raster_tmp, mask_tmp, products, baselines, sun=None):
+    """Band names, reflectance scale, provenance tags, mask palette and class names; `sun` (a
+    shadows.Sun, the acquisition's mean) as SUN_AZIMUTH / SUN_ZENITH tags of both files."""
     import rasterio
 
     with rasterio.open(raster_tmp, "r+") as raster:
@@ -319,9 +502,10 @@ def describe_outputs(raster_tmp, mask_tmp, products, baselines):
             PRODUCTS=",".join(products),
             PROCESSING_BASELINES=",".join(baselines),
             MOSAIC_ORDER="first valid pixel; tiles covering more of the area first, then by id",
+            **shadows.sun_tags(sun),
         )
     describe_classes(mask_tmp, "product_mask", MASK_CATEGORIES, MASK_NODATA,
-                     SOURCE="Sentinel-2 L2A scene classification (SCL)")
+                     SOURCE="Sentinel-2 L2A scene classification (SCL)", **shadows.sun_tags(sun))
 
 
 def describe_classes(path, description, categories, nodata_code=None, **tags):
@@ -345,21 +529,56 @@ def describe_classes(path, description, categories, nodata_code=None, **tags):
     dataset = None
 
 
-def publish_cog(source, target, overview_resampling):
-    """Converts to a COG next to the target, then renames: readers never see a partial file."""
-    import rasterio
-    import rasterio.shutil
+def publish_cog(source, target, overview_resampling, should_cancel=None):
+    """Converts to a COG next to the target, then renames: readers never see a partial file.
 
+    The one compression of the pixels, on every CPU; `should_cancel` (if given) interrupts it.
+    """
+    from osgeo import gdal
+
+    should_cancel = should_cancel or (lambda: False)
     partial = target.with_name(f".{target.name}.partial")
+    options = ["COMPRESS=DEFLATE", "PREDICTOR=2", "BLOCKSIZE=512", f"OVERVIEW_RESAMPLING={overview_resampling.upper()}",
+               "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS"]
     try:
-        with rasterio.Env(GDAL_CACHEMAX=cogread.BLOCK_CACHE_BYTES):
-            rasterio.shutil.copy(source, partial, driver="COG", compress="DEFLATE", predictor=2, blocksize=512,
-                                 overview_resampling=overview_resampling, BIGTIFF="IF_SAFER")
+        previous = gdal.GetCacheMax()
+        gdal.SetCacheMax(PUBLISH_CACHE_BYTES)
+        callback = lambda complete, message, data: 0 if should_cancel() else 1  # noqa: E731
+        try:
+            dataset = gdal.Open(str(source), gdal.GA_Update)
+            if not dataset.GetMetadataItem("COMPRESSION", "IMAGE_STRUCTURE") and not dataset.GetRasterBand(
+                    1).GetOverviewCount():
+                # In the uncompressed source the overviews cost no compression; the COG driver then
+                # copies them, and every pixel is compressed once (the driver's own levels, same values).
+                dataset.BuildOverviews(overview_resampling.upper(), _overview_factors(dataset), callback=callback)
+            written = None if should_cancel() else gdal.GetDriverByName("COG").CreateCopy(
+                str(partial), dataset, strict=0, options=options, callback=callback)
+            failure = gdal.GetLastErrorMsg()
+        except RuntimeError as err:  # when osgeo.gdal.UseExceptions() is on
+            written, failure = None, str(err)
+        finally:
+            dataset = None
+            gdal.SetCacheMax(previous)
+        if written is None:
+            if should_cancel():
+                raise Cancelled("Stacking cancelled.")
+            raise OSError(f"Could not write {target}: {failure}")
+        written = None  # closes the file
+        _release_freed_memory()
         os.replace(partial, target)
         _move_sidecar(partial, target)
     finally:
         partial.unlink(missing_ok=True)
         Path(str(partial) + ".aux.xml").unlink(missing_ok=True)
+
+
+def _overview_factors(dataset, block=512):
+    """The overview levels GDAL's COG driver makes: halving until the image fits in one block."""
+    factors, factor = [], 1
+    while -(-dataset.RasterXSize // factor) > block or -(-dataset.RasterYSize // factor) > block:
+        factor *= 2
+        factors.append(factor)
+    return factors
 
 
 def _move_sidecar(partial, target):
