@@ -18,13 +18,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from . import tempfiles
 from .errors import S2MasksError
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parent.parent / "requirements.txt"
@@ -311,7 +311,7 @@ def install(specs: Sequence[str], prefix: Path, python: Path, log: Callable[[str
     package the distribution installed (typing-extensions, say) goes into the prefix and is never
     uninstalled from the system, which pip 25 refuses for Debian's packages."""
     prefix.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".pip-", dir=prefix))
+    work = tempfiles.work_folder(prefix, "pip")
     deadline = time.monotonic() + timeout_s
     try:
         names = [re.split(r"[<>=!~ ]", spec, maxsplit=1)[0] for spec in specs]

@@ -15,12 +15,12 @@ PRODUCTS tag lists (written by core/stack.py and by this module), else the one i
 import math
 import re
 import shutil
-import tempfile
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 
+from . import shadows, tempfiles
 from .errors import Cancelled, InputError
 from .grid import Grid
 from .records import S2_BANDS
@@ -139,7 +139,7 @@ def merge_stacks(rasters, masks, raster_path, mask_path, crs=None, block_size=10
     raster_path, mask_path = Path(raster_path), Path(mask_path)
     check_writable(raster_path.parent)
     grid = union_grid(rasters, crs)
-    work = Path(tempfile.mkdtemp(prefix=".merging-", dir=raster_path.parent))
+    work = tempfiles.work_folder(raster_path.parent, "merging")
     try:
         profile = dict(driver="GTiff", width=grid.width, height=grid.height, crs=grid.crs, transform=grid.transform,
                        tiled=True, blockxsize=512, blockysize=512, compress="DEFLATE", predictor=2)
@@ -153,8 +153,8 @@ def merge_stacks(rasters, masks, raster_path, mask_path, crs=None, block_size=10
                 out.write(stack, window=block)
                 out_mask.write(mask, 1, window=block)
                 progress(number / len(blocks), f"block {number}/{len(blocks)}")
-        products, baselines = _provenance(rasters)
-        describe_outputs(work / "raster.tif", work / "mask.tif", products, baselines)
+        products, baselines, sun = _provenance(rasters)
+        describe_outputs(work / "raster.tif", work / "mask.tif", products, baselines, sun)
         publish_cog(work / "raster.tif", raster_path, "average")
         publish_cog(work / "mask.tif", mask_path, "nearest")
     finally:
@@ -165,13 +165,15 @@ def merge_stacks(rasters, masks, raster_path, mask_path, crs=None, block_size=10
 def _provenance(rasters):
     import rasterio
 
-    products, baselines = [], []
+    products, baselines, suns = [], [], []
     for path in rasters:
         with rasterio.open(path) as src:
             tags = src.tags()
         products += [p for p in tags.get("PRODUCTS", "").split(",") if p]
         baselines += [b for b in tags.get("PROCESSING_BASELINES", "").split(",") if b]
-    return products, baselines
+        sun = shadows.sun_from_tags(tags)
+        suns.append((sun.azimuth, sun.zenith) if sun else (None, None))
+    return products, baselines, shadows.mean_sun(suns)
 
 
 def _merge_block(rasters, masks, grid, block):

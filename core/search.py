@@ -23,6 +23,7 @@ import ipaddress
 import json
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -291,12 +292,16 @@ def fetch(method, url, policy, *, session=None, headers=None, json_body=None, pa
                 kwargs = {}
                 if policy.proxies is not None:
                     kwargs["proxies"] = policy.proxies.requests_proxies(url)
-                response = session.request(method, url, headers=headers, json=json_body, params=params,
-                                           timeout=(per_try, per_try), stream=True, **kwargs)
-                try:
-                    content = _read_body(response, time.monotonic() + per_try)
-                finally:
-                    response.close()
+
+                def attempt_request(per_try=per_try, kwargs=kwargs):
+                    reply = session.request(method, url, headers=headers, json=json_body, params=params,
+                                            timeout=(per_try, per_try), stream=True, **kwargs)
+                    try:
+                        return reply, _read_body(reply, time.monotonic() + per_try)
+                    finally:
+                        reply.close()
+
+                response, content = call_cancellable(attempt_request, should_cancel, label)
             except _ReplyTooSlow:
                 problem = f"the reply did not arrive in full within the {policy.timeout:g} s timeout"
             except requests.Timeout:
@@ -344,6 +349,30 @@ def fetch(method, url, policy, *, session=None, headers=None, json_body=None, pa
             session.close()
     raise NetworkError(_failure_message(method, url, policy, proxy, problems, pauses, gave_up,
                                         time.monotonic() - started, label, hint))
+
+
+def call_cancellable(function, should_cancel, label="", poll=0.05):
+    """function() in a daemon thread, waited for while checking should_cancel() every `poll` s:
+    Cancel returns at once (Cancelled) and leaves the call to end by itself, which its own
+    timeout bounds (a request blocked in the network cannot be interrupted otherwise)."""
+    outcome = {}
+    done = threading.Event()
+
+    def run():
+        try:
+            outcome["value"] = function()
+        except BaseException as err:  # handed to the caller
+            outcome["error"] = err
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="s2masks-request", daemon=True).start()
+    while not done.wait(poll):
+        if should_cancel():
+            raise Cancelled(f"{label or 'Request'} cancelled.")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _read_body(response, deadline):
@@ -434,7 +463,7 @@ def validate_date_range(start, end, today=None):
     if start > today:
         raise InputError(
             f"The start date {start.isoformat()} is in the future (today is {today.isoformat()} UTC); "
-            "there are no acquisitions yet."
+            "there are no acquisitions yet. Choose dates up to today."
         )
     if end > today:
         raise InputError(
@@ -541,6 +570,11 @@ def search_items(
     try:
         return _search(url, stac_io, collection, geometry, start, end, max_cloud_cover, page_size, log, should_cancel)
     except APIError as err:
+        if getattr(err, "status_code", None) in (401, 403):
+            raise SearchError(
+                f"The STAC API at {url} refused access (HTTP {err.status_code}): {err}. Check the Planetary Computer "
+                "subscription key (the AUTHCFG authentication configuration, or PC_SDK_SUBSCRIPTION_KEY): a wrong "
+                "or expired key is refused; leave it empty for anonymous access.") from err
         raise SearchError(f"{err}. Check the STAC API URL.") from err
 
 
@@ -566,7 +600,26 @@ def _search(url, stac_io, collection, geometry, start, end, max_cloud_cover, pag
         log(f"Page {page_number}: {len(items)} items so far")
         if should_cancel():
             raise Cancelled("Search cancelled.")
-    return items
+    return within_cloud_cover(items, max_cloud_cover, log)
+
+
+def within_cloud_cover(items, max_cloud_cover, log=None):
+    """The items whose eo:cloud_cover is at most `max_cloud_cover` (all when it is None).
+
+    A server may ignore the query filter; what it returns anyway is left out here, as the filter
+    would have (an item without eo:cloud_cover included), and the log says which.
+    """
+    if max_cloud_cover is None:
+        return items
+    kept, dropped = [], []
+    for item in items:
+        cover = (item.get("properties") or {}).get("eo:cloud_cover")
+        (kept if isinstance(cover, (int, float)) and cover <= max_cloud_cover else dropped).append(item)
+    if dropped and log is not None:
+        log(f"The STAC API returned {len(dropped)} product(s) above the maximum cloud cover of "
+            f"{max_cloud_cover:g}% (or without eo:cloud_cover): left out, as the filter asks: "
+            + ", ".join(str(item.get("id")) for item in dropped))
+    return kept
 
 
 def _open_client(url, stac_io):

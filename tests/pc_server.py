@@ -15,8 +15,10 @@ bytes it sends per file, so tests can prove what was (not) downloaded.
 Search filters: collections, ids, intersects, bbox, datetime, query on eo:cloud_cover, limit.
 Faults can be injected per path prefix: an HTTP status (optionally with Retry-After), a slow reply,
 a truncated body. `blob_base` points asset hrefs elsewhere (a closed port, a `SilentServer`);
-`token_lifetime` sets how long issued SAS tokens last. `SilentServer` accepts connections and never
-answers; `closed_port()` gives a loopback port where connections are refused.
+`token_lifetime` sets how long issued SAS tokens last. Slow mode (`slow_down`) delays every answer
+under a path prefix and/or trickles its body at a set rate, for as long as it is on: Cancel must
+not wait for it. `SilentServer` accepts connections and never answers; `closed_port()` gives a
+loopback port where connections are refused.
 Run standalone with `python tests/pc_server.py` (prints the URLs; Ctrl-C stops it).
 """
 
@@ -83,6 +85,7 @@ class PlanetaryComputerDouble:
         self.blob_base = None  # where asset hrefs point; None: this server's /blob
         self.token_lifetime = timedelta(hours=1)
         self.tokens_issued = 0
+        self.slow = None  # (path prefix, delay s, body bytes per s or None): see slow_down
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd = None
@@ -129,6 +132,34 @@ class PlanetaryComputerDouble:
                     fault.times -= 1
                     return fault
         return None
+
+    def slow_down(self, delay=0.0, bytes_per_second=None, path_prefix=""):
+        """Slow mode: every request under `path_prefix` waits `delay` s before its answer, and its
+        body is sent in small pieces at `bytes_per_second` (None: at once). Call with no arguments
+        to end it."""
+        self.slow = (path_prefix, delay, bytes_per_second) if delay or bytes_per_second else None
+
+    def pace(self, path):
+        """Slow mode's delay before an answer under its prefix."""
+        slow = self.slow
+        if slow and path.startswith(slow[0]) and slow[1]:
+            self.wait(slow[1])
+
+    def send_body(self, wfile, path, payload):
+        """Writes a body, trickled in slow mode; returns the bytes sent."""
+        slow = self.slow
+        rate = slow[2] if slow and path.startswith(slow[0]) else None
+        if not rate:
+            wfile.write(payload)
+            return len(payload)
+        piece = max(256, int(rate / 20))  # about 20 pieces a second
+        for start in range(0, len(payload), piece):
+            if self._stopping.is_set():
+                return start
+            wfile.write(payload[start:start + piece])
+            wfile.flush()
+            self.wait(len(payload[start:start + piece]) / rate)
+        return len(payload)
 
     def serve_files(self, url_prefix, folder):
         """Serves `folder` under `url_prefix` (e.g. "/blob/extra") with Range support."""
@@ -296,6 +327,7 @@ def _handler_for(double):
                                   retry_after=fault.retry_after)
             if fault and fault.kind == "slow":
                 double.wait(fault.delay)
+            double.pace(parsed.path)
             status, document = self._route(method, parsed, body)
             try:
                 self._send(status, document, truncate=bool(fault and fault.kind == "truncate"))
@@ -309,6 +341,7 @@ def _handler_for(double):
                 return self._send(fault.status, {"code": "InjectedFault"}, retry_after=fault.retry_after)
             if fault and fault.kind == "slow":
                 double.wait(fault.delay)
+            double.pace(parsed.path)
             path = double.file_for(parsed.path)
             if path is None:
                 return self._send(404, {"code": "BlobNotFound", "path": parsed.path})
@@ -333,8 +366,7 @@ def _handler_for(double):
                 payload = payload[: len(payload) // 2]
                 self.close_connection = True
             try:
-                self.wfile.write(payload)
-                double.count_bytes(parsed.path, len(payload))
+                double.count_bytes(parsed.path, double.send_body(self.wfile, parsed.path, payload))
             except (BrokenPipeError, ConnectionResetError):
                 pass
 
@@ -379,7 +411,7 @@ def _handler_for(double):
                 self.wfile.flush()
                 self.close_connection = True
                 return
-            self.wfile.write(payload)
+            double.send_body(self.wfile, urlparse(self.path).path, payload)
 
     return Handler
 
@@ -455,8 +487,12 @@ def _query_params(query):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.parse_args()
+    parser.add_argument("--delay", type=float, default=0.0, help="slow mode: seconds before every answer")
+    parser.add_argument("--rate", type=float, default=None, help="slow mode: body bytes per second")
+    parser.add_argument("--slow-prefix", default="", help="slow mode: only for paths starting with this")
+    arguments = parser.parse_args()
     with PlanetaryComputerDouble() as double:
+        double.slow_down(arguments.delay, arguments.rate, arguments.slow_prefix)
         print(f"STAC API: {double.url}\nSAS token endpoint (PC_SDK_SAS_URL): {double.sas_url}", flush=True)
         try:
             while True:
