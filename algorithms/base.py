@@ -15,7 +15,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..core import errors
-from . import packages
+from . import inputs, packages
 from .compat import FLAG_OPTIONAL, copy_definition, mark_advanced
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent
@@ -47,10 +47,12 @@ class S2MasksAlgorithm(QgsProcessingAlgorithm):
     DESCRIPTION = ""  # one paragraph; parameter lines are appended to it
     HELP_SECTION = ""  # the README heading that documents it (default: DISPLAY_NAME)
     NEEDS_PACKAGES = True  # False for the algorithms that install and check the packages
+    AREA_REQUIRED = True  # with EXTENT and AREA: one of them must be given (checked before the run)
 
     def __init__(self):
         super().__init__()
         self._parameter_help = {}
+        self._value_adapters = {}  # parameter -> function(value) -> value (add_value_adapter)
 
     # -- identity --------------------------------------------------------------------------
     def name(self):
@@ -89,9 +91,32 @@ class S2MasksAlgorithm(QgsProcessingAlgorithm):
             if needed:
                 return False, packages.missing_message(needed)
             _all_packages_present = True
+        try:
+            parameters = self.adapted(parameters)
+            inputs.validate_parameters(self, parameters, context)
+        except QgsProcessingException as err:
+            return False, str(err)
         return super().checkParameterValues(parameters, context)
 
+    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        """The same checks again where QGIS runs an algorithm without checkParameterValues (a
+        model's steps, alg.run): a bad value still stops it before any request or write."""
+        if not self.NEEDS_PACKAGES or _all_packages_present or not packages.missing():
+            inputs.validate_parameters(self, self.adapted(parameters), context)
+        return True
+
     # -- parameters and help ---------------------------------------------------------------
+    def add_value_adapter(self, name, adapt):
+        """`adapt(value)` turns a value of parameter `name` that earlier releases took into today's
+        (such as a model given by its former number) before the checks, or raises
+        QgsProcessingException saying what to do."""
+        self._value_adapters[name] = adapt
+
+    def adapted(self, parameters):
+        """`parameters` with the values their adapters translate."""
+        return {name: self._value_adapters[name](value) if name in self._value_adapters else value
+                for name, value in parameters.items()}
+
     def add(self, parameter, help_text, advanced=False, decimals=None):
         """Adds a parameter together with its line of help."""
         if advanced:

@@ -6,8 +6,11 @@ import re
 import tempfile
 from datetime import date, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from qgis.core import (
+    Qgis,
+    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCsException,
@@ -24,8 +27,10 @@ from qgis.core import (
     QgsProcessingParameterAuthConfig,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
+    QgsProcessingUtils,
+    QgsProperty,
 )
-from qgis.PyQt.QtCore import QDate, QDateTime, QTime
+from qgis.PyQt.QtCore import QCoreApplication, QDate, QDateTime, Qt, QTime
 
 from ..core import search, stack
 from . import network
@@ -62,6 +67,7 @@ def area_geojson(algorithm, parameters, context):
         raise QgsProcessingException(
             "No area given. Set an extent (EXTENT) or a polygon layer (AREA) to search over."
         )
+    geometry = _repaired(geometry)  # before measuring: a bow-tie's two halves cancel out unrepaired
     if geometry.isEmpty() or geometry.area() <= 0:
         raise QgsProcessingException(
             "The area is empty or has no surface. Draw an extent with a width and a height, "
@@ -70,14 +76,24 @@ def area_geojson(algorithm, parameters, context):
     return _to_wgs84_geojson(geometry, crs, context)
 
 
+def _repaired(geometry):
+    """An invalid polygon (self-intersecting, such as a bow-tie) made valid, as drawn; others unchanged."""
+    if geometry.isNull() or geometry.isEmpty() or geometry.isGeosValid():
+        return geometry
+    repaired = geometry.makeValid()
+    return geometry if repaired.isNull() else repaired
+
+
 def _layer_geometry(algorithm, parameters, context):
     source = algorithm.parameterAsSource(parameters, AREA_LAYER, context)
     if source is None:
         raise QgsProcessingException(f"Could not open the area layer {parameters[AREA_LAYER]!r}.")
     request = QgsFeatureRequest().setNoAttributes()
-    geometries = [f.geometry() for f in source.getFeatures(request) if f.hasGeometry()]
+    geometries = [_repaired(f.geometry()) for f in source.getFeatures(request) if f.hasGeometry()]
+    geometries = [geometry for geometry in geometries if not geometry.isEmpty()]
     if not geometries:
-        raise QgsProcessingException("The area layer has no polygon (no features, or none selected).")
+        raise QgsProcessingException("The area layer has no polygon (no features, none selected, or only empty "
+                                     "geometries). Use a layer with polygons, or select some.")
     return QgsGeometry.unaryUnion(geometries), source.sourceCrs()
 
 
@@ -147,7 +163,8 @@ def add_search_parameters(algorithm, cloud_cover_advanced=False):
     algorithm.add(
         QgsProcessingParameterNumber("MAX_CLOUD_COVER", algorithm.tr("Maximum scene cloud cover (%)"), DOUBLE,
                                      defaultValue=100.0, minValue=0.0, maxValue=100.0),
-        "Skip products whose whole-tile eo:cloud_cover is above this percentage. 100 keeps all.",
+        "Skip products whose whole-tile eo:cloud_cover is above this percentage (asked of the server, and checked "
+        "again on what it returns). 100 keeps all.",
         advanced=cloud_cover_advanced,
         decimals=1,
     )
@@ -271,8 +288,8 @@ def add_coverage_parameters(algorithm):
     algorithm.add(
         QgsProcessingParameterNumber("MAX_TILES_PER_TIME",
                                      algorithm.tr("Maximum tiles per acquisition"),
-                                     INTEGER, optional=True),
-        "Most tiles to use for one acquisition; empty means no limit.",
+                                     INTEGER, optional=True, minValue=1),
+        "Most tiles to use for one acquisition, a whole number from 1; empty means no limit.",
     )
 
 
@@ -305,7 +322,8 @@ def add_download_parameters(algorithm, pc_key_advanced=True):
         QgsProcessingParameterFile("CACHE_FOLDER", algorithm.tr("Cache folder"), behavior=FOLDER_BEHAVIOUR,
                                    optional=True),
         "Where downloaded windows are kept so a re-run (after Cancel or a failure) fetches only what "
-        "is missing. Empty: s2masks-cache in the system's temporary folder.",
+        "is missing. Empty: s2masks-cache in the system's temporary folder. Must be a folder you can write to "
+        "(checked before the run starts).",
         advanced=True,
     )
 
@@ -314,7 +332,7 @@ def download_options(algorithm, parameters, context, feedback=None):
     cache = algorithm.parameterAsFile(parameters, "CACHE_FOLDER", context)
     key, _ = subscription_key(algorithm, parameters, context, feedback)
     return stack.StackOptions(
-        cache_dir=Path(cache) if cache else Path(tempfile.gettempdir()) / "s2masks-cache",
+        cache_dir=Path(cache) if cache else default_cache_folder(),
         resampling=RESAMPLING_METHODS[algorithm.parameterAsEnum(parameters, "RESAMPLING", context)],
         dl_timeout=algorithm.parameterAsDouble(parameters, "DL_TIMEOUT", context),
         pc_key=key,
@@ -339,3 +357,473 @@ def prepare_output_folders(algorithm, parameters, context, sink_keys=()):
 def output_crs(algorithm, parameters, context):
     crs = algorithm.parameterAsCrs(parameters, "OUTPUT_CRS", context)
     return crs.toWkt() if crs.isValid() else None
+
+
+# -- validation: every check that needs no network and writes nothing ------------------------
+# Run by S2MasksAlgorithm.checkParameterValues (dialog, processing.run, qgis_process) and again by
+# its prepareAlgorithm (a model's steps, alg.run), so a bad value stops a run before its first
+# request or file. Each message names the parameter ("Description (NAME): ...") and what to do.
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
+# Qgis.PropertyType from QGIS 3.36 on
+_STATIC_PROPERTY = Qgis.PropertyType.Static if hasattr(Qgis, "PropertyType") else QgsProperty.StaticProperty
+_NO_LIMIT = 1e300  # QgsProcessingParameterNumber's "no minimum/maximum" is +-DBL_MAX
+
+
+def _tr(text):
+    return QCoreApplication.translate("S2Masks", text)
+
+
+def parameter_label(definition):
+    """'Description (NAME)', how messages name a parameter."""
+    return f"{definition.description()} ({definition.name()})"
+
+
+def _is_empty(value):
+    return value is None or (isinstance(value, str) and not value.strip()) or \
+        (hasattr(value, "isNull") and not isinstance(value, str) and value.isNull())
+
+
+def _static(value):
+    """The plain value of a parameter: a destination's path, a property's static value; None
+    for what only the run can tell (expressions, fields)."""
+    if isinstance(value, QgsProcessingOutputLayerDefinition):
+        value = value.sink
+    if isinstance(value, QgsProperty):
+        if value.propertyType() != _STATIC_PROPERTY:
+            return None
+        value = value.staticValue()
+    return value
+
+
+def _output_path(value):
+    """A destination's file path, or None for temporary and provider outputs (memory:, ogr:, ...)."""
+    value = _static(value)
+    if not isinstance(value, str) or not value.strip() or value == "TEMPORARY_OUTPUT":
+        return None
+    value = value.strip()
+    if _PROVIDER_URI.match(value) and not re.match(r"^[A-Za-z]:[\\/]", value):
+        return None
+    return Path(value)
+
+
+def folder_problem(folder):
+    """Why files cannot be written in `folder` (created if missing), or None. Writes nothing: the
+    probe is an anonymous temporary file in the nearest existing folder."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return _tr("{} is a file, not a folder").format(existing)
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        return _tr("cannot write in {} ({})").format(existing, err.strerror or err)
+    return None
+
+
+class _Refusal(Exception):
+    """A problem with one parameter; validate_parameters words it with the parameter's label."""
+
+
+def validate_parameters(algorithm, parameters, context, partial=False, labels=None, rules=True):
+    """Checks every parameter of `algorithm` (types, ranges, whole numbers, files, folders,
+    output formats) and the rules between them (area, dates, selection, item source, CRS).
+
+    `partial`: only the parameters given are checked and none is required (a model's inputs that
+    feed one of its steps). `labels`: names for messages in place of a parameter's own label.
+    `rules`: False checks each parameter alone (a model's own inputs; its steps know the rules).
+    Raises QgsProcessingException naming the parameter and what to do.
+    """
+    labels = labels or {}
+
+    def refuse(name, problem):
+        definition = algorithm.parameterDefinition(name)
+        label = labels.get(name) or (parameter_label(definition) if definition else name)
+        return QgsProcessingException(f"{label}: {problem}")
+
+    for definition in algorithm.parameterDefinitions():
+        name = definition.name()
+        if partial and name not in parameters:
+            continue
+        value = parameters.get(name)
+        try:
+            if _is_empty(value) or (isinstance(value, (list, tuple)) and not value):
+                if not partial and _required(definition):
+                    raise _Refusal(_tr("no value given. {}").format(_what_to_give(definition)))
+                continue
+            check = _CHECKS.get(definition.type())
+            if check is not None and _static(value) is not None:
+                check(algorithm, definition, parameters, context)
+        except _Refusal as problem:
+            raise refuse(name, str(problem)) from None
+    for rule in _RULES if rules else ():
+        try:
+            rule(algorithm, parameters, context, partial)
+        except _RuleRefusal as problem:
+            raise refuse(problem.name, problem.text) from None
+
+
+def _required(definition):
+    default = definition.defaultValue()
+    return not (definition.flags() & FLAG_OPTIONAL) and not definition.isDestination() and _is_empty(default)
+
+
+def _what_to_give(definition):
+    return {
+        "raster": _tr("Give a raster file (GeoTIFF) or a raster layer."),
+        "source": _tr("Give a vector layer or file."),
+        "multilayer": _tr("Give one or more raster files or layers."),
+        "extent": _tr("Give an extent (xmin,xmax,ymin,ymax [CRS])."),
+        "datetime": _tr("Give a date as YYYY-MM-DD."),
+        "file": _tr("Give the path of the file."),
+    }.get(definition.type(), _tr("Give a value: see the algorithm's help."))
+
+
+# -- one parameter --------------------------------------------------------------------------
+def _check_number(algorithm, definition, parameters, context):
+    value = _static(parameters[definition.name()])
+    kind = _tr("whole number") if definition.dataType() == INTEGER else _tr("number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if number != number or abs(number) == float("inf"):
+        raise _Refusal(_tr("{!r} is not a number. Give a {}{}.").format(value, kind, _range_text(definition)))
+    if definition.dataType() == INTEGER and not number.is_integer():
+        raise _Refusal(_tr("{:g} is not a whole number, and it is not rounded for you. Give a whole number{}.").format(
+            number, _range_text(definition)))
+    low, high = definition.minimum(), definition.maximum()
+    if (low > -_NO_LIMIT and number < low) or (high < _NO_LIMIT and number > high):
+        raise _Refusal(_tr("{:g} is out of range. Give a {}{}.").format(number, kind, _range_text(definition)))
+
+
+def _range_text(definition):
+    low, high = definition.minimum(), definition.maximum()
+    if low > -_NO_LIMIT and high < _NO_LIMIT:
+        return _tr(" from {:g} to {:g}").format(low, high)
+    if low > -_NO_LIMIT:
+        return _tr(" of {:g} or more").format(low)
+    if high < _NO_LIMIT:
+        return _tr(" of {:g} or less").format(high)
+    return ""
+
+
+def _check_enum(algorithm, definition, parameters, context):
+    value = _static(parameters[definition.name()])
+    options = definition.options()
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for entry in values:
+        if isinstance(entry, str) and entry in options:
+            continue
+        try:
+            index = float(entry)
+        except (TypeError, ValueError):
+            index = -1.0
+        if not (index.is_integer() and 0 <= index < len(options)):
+            choices = "; ".join(options if definition.usesStaticStrings()  # models are chosen by name
+                                else (f"{number} = {option}" for number, option in enumerate(options)))
+            raise _Refusal(_tr("{!r} is not one of the choices. Give one of: {}.").format(entry, choices))
+
+
+def _check_raster_destination(algorithm, definition, parameters, context):
+    path = _output_path(parameters[definition.name()])
+    if path is None:
+        return
+    if path.suffix.lower() not in GEOTIFF_SUFFIXES:
+        raise _Refusal(_tr("{} is not a GeoTIFF file name; this algorithm writes GeoTIFF only. Give a file name "
+                           "ending in .tif.").format(path.name))
+    _check_output_folder(path.parent)
+
+
+def _check_sink(algorithm, definition, parameters, context):
+    path = _output_path(parameters[definition.name()])
+    if path is None:
+        return
+    suffix = path.suffix.lower().lstrip(".")
+    supported = [extension.lower() for extension in definition.supportedOutputVectorLayerExtensions()]
+    if suffix and suffix not in supported:
+        raise _Refusal(_tr("'.{}' is not a vector format QGIS can write ({}). Give a file name ending in .gpkg "
+                           "(GeoPackage), or another of: {}.").format(
+            suffix, path.name, ", ".join("." + extension for extension in supported[:12])))
+    _check_output_folder(path.parent)
+
+
+def _check_folder_destination(algorithm, definition, parameters, context):
+    path = _output_path(parameters[definition.name()])
+    if path is not None:
+        _check_output_folder(path)
+
+
+def _check_output_folder(folder):
+    problem = folder_problem(folder)
+    if problem:
+        raise _Refusal(_tr("{}. Choose a folder you can write to.").format(problem))
+
+
+def _check_file(algorithm, definition, parameters, context):
+    value = _static(parameters[definition.name()])
+    path = Path(str(value).strip())
+    if definition.behavior() == FOLDER_BEHAVIOUR:
+        problem = folder_problem(path)
+        if problem:
+            raise _Refusal(_tr("{}. Choose a folder you can write to, or leave it empty.").format(problem))
+        return
+    extension = definition.extension()
+    if not path.is_file():
+        raise _Refusal(_tr("{} does not exist or is not a file. Give the path of an existing {}file.").format(
+            path, f".{extension} " if extension else ""))
+    if extension and path.suffix.lower() != "." + extension.lower():
+        raise _Refusal(_tr("{} is not a .{} file. Give the path of a .{} file.").format(path.name, extension,
+                                                                                      extension))
+
+
+def _check_raster(algorithm, definition, parameters, context):
+    if algorithm.parameterAsRasterLayer(parameters, definition.name(), context) is None:
+        raise _Refusal(_layer_problem(parameters[definition.name()], _tr("raster")))
+
+
+def _check_source(algorithm, definition, parameters, context):
+    if algorithm.parameterAsSource(parameters, definition.name(), context) is None:
+        raise _Refusal(_layer_problem(parameters[definition.name()], _tr("vector")))
+
+
+def _check_layers(algorithm, definition, parameters, context):
+    values = _static(parameters[definition.name()])
+    for value in values if isinstance(values, (list, tuple)) else [values]:
+        if isinstance(value, str) and QgsProcessingUtils.mapLayerFromString(value, context) is None:
+            raise _Refusal(_layer_problem(value, _tr("raster")))
+
+
+def _layer_problem(value, kind):
+    text = _static(value)
+    if isinstance(text, str) and not Path(text).exists() and ("/" in text or "\\" in text or "." in text):
+        return _tr("{} does not exist. Give an existing {} file or a layer of the project.").format(text, kind)
+    return _tr("{!r} could not be opened as a {} layer. Give an existing {} file or a layer of the project.").format(
+        text, kind, kind)
+
+
+def _check_crs(algorithm, definition, parameters, context):
+    crs = algorithm.parameterAsCrs(parameters, definition.name(), context)
+    if not crs.isValid():
+        raise _Refusal(_tr("{!r} is not a CRS QGIS knows. Give one such as EPSG:32633, or leave it empty.").format(
+            _static(parameters[definition.name()])))
+    if algorithm.parameterDefinition("DL_TIMEOUT") is not None and crs.isGeographic():
+        raise _Refusal(_tr("{} is not projected; 10 m pixels need metres. Leave it empty (the area's UTM zone) or "
+                           "give a projected CRS such as EPSG:32633.").format(crs.authid() or crs.description()))
+
+
+def _check_datetime(algorithm, definition, parameters, context):
+    value = _static(parameters[definition.name()])
+    # a text QGIS cannot read becomes the default date, silently: read it here
+    text = value.strip() if isinstance(value, str) else None
+    unreadable = text is not None and not (QDate.fromString(text[:10], "yyyy-MM-dd").isValid()
+                                           or QDateTime.fromString(text, Qt.DateFormat.ISODate).isValid())
+    if unreadable or not algorithm.parameterAsDateTime(parameters, definition.name(), context).isValid():
+        raise _Refusal(_tr("{!r} is not a date. Give a date as YYYY-MM-DD.").format(
+            _static(parameters[definition.name()])))
+
+
+def _check_extent(algorithm, definition, parameters, context):
+    value = _static(parameters[definition.name()])
+    if isinstance(value, str) and algorithm.parameterAsExtent(parameters, definition.name(), context).isNull():
+        raise _Refusal(_tr("{!r} is not an extent. Give xmin,xmax,ymin,ymax [CRS], for example "
+                           "-8.74,-8.62,53.09,53.16 [EPSG:4326].").format(value))
+
+
+def _check_authcfg(algorithm, definition, parameters, context):
+    authcfg = str(_static(parameters[definition.name()])).strip()
+    manager = QgsApplication.authManager()
+    if manager is None or manager.isDisabled():
+        return  # network.subscription_key_from_auth_config says so, before any request
+    if authcfg not in manager.configIds():
+        raise _Refusal(_tr("there is no authentication configuration {!r}. Choose one of QGIS's Authentication "
+                           "Manager (Settings > Options > Authentication), or leave it empty.").format(authcfg))
+
+
+def _check_string(algorithm, definition, parameters, context):
+    if definition.name() != "STAC_URL":
+        return
+    url = str(_static(parameters["STAC_URL"])).strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _Refusal(_tr("{!r} is not an http(s) URL. Give the root of a STAC API, such as {}.").format(
+            url, PLANETARY_COMPUTER_STAC))
+
+
+_CHECKS = {
+    "number": _check_number, "enum": _check_enum, "rasterDestination": _check_raster_destination,
+    "sink": _check_sink, "folderDestination": _check_folder_destination, "file": _check_file,
+    "raster": _check_raster, "source": _check_source, "multilayer": _check_layers, "crs": _check_crs,
+    "datetime": _check_datetime, "extent": _check_extent, "authcfg": _check_authcfg, "string": _check_string,
+}
+
+
+# -- rules between parameters -------------------------------------------------------------------
+class _RuleRefusal(Exception):
+    def __init__(self, name, text):
+        super().__init__(text)
+        self.name, self.text = name, text
+
+
+def _core_message(algorithm, function, *args):
+    """Runs a core/ check; its error text (or None)."""
+    try:
+        algorithm.run_core(function, *args)
+    except QgsProcessingException as err:
+        return str(err)
+    return None
+
+
+def _rule_area(algorithm, parameters, context, partial):
+    if algorithm.parameterDefinition(EXTENT) is None or algorithm.parameterDefinition(AREA_LAYER) is None:
+        return
+    name = AREA_LAYER if parameters.get(AREA_LAYER) else EXTENT
+    if not parameters.get(AREA_LAYER) and not parameters.get(EXTENT):
+        if partial or not algorithm.AREA_REQUIRED:
+            return
+    try:
+        area = area_geojson(algorithm, parameters, context)
+    except QgsProcessingException as err:
+        raise _RuleRefusal(name, str(err)) from None
+    from ..core import geometry  # shapely: only once the packages are known to be there
+
+    message = _core_message(algorithm, geometry.area_from_geojson, area)
+    if message:
+        raise _RuleRefusal(name, message)
+
+
+def _rule_dates(algorithm, parameters, context, partial):
+    if algorithm.parameterDefinition("START_DATE") is None:
+        return
+    if partial and not ("START_DATE" in parameters and "END_DATE" in parameters):
+        return
+    start, end = date_range(algorithm, parameters, context)
+    message = _core_message(algorithm, search.validate_date_range, start, end)
+    if message:
+        raise _RuleRefusal("END_DATE" if "end date" in message.lower() and "start date" not in message.lower()
+                           else "START_DATE", message)
+
+
+def _rule_selection(algorithm, parameters, context, partial):
+    from ..core import selection
+
+    if algorithm.parameterDefinition("MIN_TILE_COVER") is None:
+        return
+    if partial and "MIN_TILE_COVER" not in parameters:
+        return
+    cover = algorithm.parameterAsDouble(parameters, "MIN_TILE_COVER", context)
+    if not 0 < cover <= 1:
+        message = _core_message(algorithm, selection.validate_selection_parameters, cover, None)
+        raise _RuleRefusal("MIN_TILE_COVER", _tr("{} Give a fraction above 0 and at most 1.").format(message))
+
+
+def _rule_item_source(algorithm, parameters, context, partial):
+    """Download and stack: a footprint layer with item_json, or one STAC item (URL or JSON)."""
+    if algorithm.parameterDefinition("ITEM") is None:
+        return
+    text = str(_static(parameters.get("ITEM")) or "").strip()
+    if text and not text.startswith(("http://", "https://")):
+        from ..core import records
+
+        try:
+            item = json.loads(text)
+        except ValueError as err:
+            raise _RuleRefusal("ITEM", _tr("neither a URL nor valid STAC item JSON ({}). Give the item's URL or "
+                                           "its JSON.").format(err)) from None
+        message = _core_message(algorithm, records.parse_item, item)
+        if message:
+            raise _RuleRefusal("ITEM", message)
+        return
+    if text:
+        return
+    if _is_empty(parameters.get("FOOTPRINTS")):
+        if not partial:
+            raise _RuleRefusal("FOOTPRINTS", _tr("no products given. Give the selected footprints (FOOTPRINTS) or "
+                                                 "one STAC item (ITEM)."))
+        return
+    _require_item_json(algorithm, parameters, context, "'List Sentinel-2 products' or 'Select necessary coverage "
+                                                       "items'")
+
+
+def _rule_footprints_field(algorithm, parameters, context, partial):
+    """Select: the footprint layer must carry the items (item_json)."""
+    definition = algorithm.parameterDefinition("FOOTPRINTS")
+    if definition is None or definition.type() != "source" or algorithm.parameterDefinition("ITEM") is not None:
+        return
+    if _is_empty(parameters.get("FOOTPRINTS")):
+        return
+    _require_item_json(algorithm, parameters, context, "'List Sentinel-2 products' (s2masks:listsentinel2products)")
+
+
+def _require_item_json(algorithm, parameters, context, producer):
+    """FOOTPRINTS must be a layer that carries the STAC items (item_json), as `producer` writes it."""
+    source = algorithm.parameterAsSource(parameters, "FOOTPRINTS", context)
+    if source is not None and source.fields().indexOf("item_json") < 0:
+        raise _RuleRefusal("FOOTPRINTS", _tr("the layer has no 'item_json' field. Give the output of {}.").format(
+            producer))
+
+
+def _rule_rasters_and_masks(algorithm, parameters, context, partial):
+    if algorithm.parameterDefinition("RASTERS") is None or algorithm.parameterDefinition("MASKS") is None:
+        return
+    if partial and not ("RASTERS" in parameters and "MASKS" in parameters):
+        return
+    rasters = algorithm.parameterAsLayerList(parameters, "RASTERS", context)
+    masks = algorithm.parameterAsLayerList(parameters, "MASKS", context)
+    if not rasters:
+        raise _RuleRefusal("RASTERS", _tr("no raster given. Give the stacks of one acquisition."))
+    if len(rasters) != len(masks):
+        raise _RuleRefusal("MASKS", _tr("{} masks for {} rasters. Give one product mask per raster, in the same "
+                                        "order.").format(len(masks), len(rasters)))
+
+
+def _rule_custom_models(algorithm, parameters, context, partial):
+    for definition in algorithm.parameterDefinitions():
+        name = definition.name()
+        if not name.endswith("MODEL") or definition.type() != "enum" or _is_empty(parameters.get(name)):
+            continue
+        prefix = name[:-len("MODEL")]
+        card = algorithm.parameterDefinition(f"{prefix}CUSTOM_CARD")
+        custom_index = len(definition.options()) - 1
+        chosen = (_static(parameters.get(name)) == definition.options()[-1] if definition.usesStaticStrings()
+                  else algorithm.parameterAsEnum(parameters, name, context) == custom_index)  # models by name
+        if card is None or not chosen:
+            continue
+        if _is_empty(parameters.get(card.name())) and not (partial and card.name() not in parameters):
+            raise _RuleRefusal(card.name(), _tr("{} is the custom model, which needs its model card. Give the card "
+                                                "(a JSON like those in the plugin's models/ folder) or choose an "
+                                                "installed model.").format(name))
+
+
+def _rule_default_cache(algorithm, parameters, context, partial):
+    """An empty CACHE_FOLDER means s2masks-cache in the system's temporary folder: it must be usable too."""
+    if partial or algorithm.parameterDefinition("CACHE_FOLDER") is None:
+        return
+    if not _is_empty(parameters.get("CACHE_FOLDER")):
+        return
+    problem = folder_problem(default_cache_folder())
+    if problem:
+        raise _RuleRefusal("CACHE_FOLDER", _tr("the default cache folder {} is not usable: {}. Choose a cache folder "
+                                               "you can write to.").format(default_cache_folder(), problem))
+
+
+def default_cache_folder():
+    """Where downloaded windows are kept when CACHE_FOLDER is empty."""
+    return Path(tempfile.gettempdir()) / "s2masks-cache"
+
+
+def _rule_executor(algorithm, parameters, context, partial):
+    """EXECUTOR and its DASK_* parameters: Dask installed, a scheduler address that can be one."""
+    if algorithm.parameterDefinition("EXECUTOR") is None or (partial and "EXECUTOR" not in parameters):
+        return
+    from .executor import spec_problem
+
+    problem = spec_problem(algorithm, parameters, context)
+    if problem:
+        raise _RuleRefusal(*problem)
+
+
+_RULES = (_rule_default_cache, _rule_area, _rule_dates, _rule_selection, _rule_item_source, _rule_footprints_field,
+          _rule_rasters_and_masks, _rule_custom_models, _rule_executor)

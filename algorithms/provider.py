@@ -3,10 +3,19 @@ in resources/models/."""
 
 from pathlib import Path
 
-from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsProcessingModelAlgorithm, QgsProcessingProvider
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsMessageLog,
+    QgsProcessingException,
+    QgsProcessingModelAlgorithm,
+    QgsProcessingModelChildParameterSource,
+    QgsProcessingProvider,
+)
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
+from . import inputs
 from .base import ICON_PATH, PLUGIN_DIR, WORKFLOWS_GROUP, plugin_metadata
 from .check_dependencies import CheckDependencies
 from .compute_cloud_prob import ComputeCloudProb
@@ -68,6 +77,10 @@ class S2MasksProvider(QgsProcessingProvider):
 
 
 MODELS_DIR = PLUGIN_DIR / "resources" / "models"
+# Qgis.ProcessingModelChildParameterSource from QGIS 3.36 on
+MODEL_PARAMETER = (Qgis.ProcessingModelChildParameterSource.ModelParameter
+                   if hasattr(Qgis, "ProcessingModelChildParameterSource")
+                   else QgsProcessingModelChildParameterSource.ModelParameter)
 
 
 class ShippedModel(QgsProcessingModelAlgorithm):
@@ -102,3 +115,43 @@ class ShippedModel(QgsProcessingModelAlgorithm):
 
     def createInstance(self):  # noqa: N802
         return ShippedModel(self.path)
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        """The model's inputs get the checks of the steps they feed, before the first step runs: an
+        unwritable output folder is refused before the search, not after it."""
+        try:
+            inputs.validate_parameters(self, parameters, context, rules=False)
+            for algorithm, fed in self._steps_fed_by_inputs(parameters):
+                for step_name, model_name in fed.items():  # each input alone: the message names it
+                    definition = self.parameterDefinition(model_name)
+                    inputs.validate_parameters(algorithm, {step_name: parameters[model_name]}, context, partial=True,
+                                               labels={step_name: inputs.parameter_label(definition)})
+                inputs.validate_parameters(algorithm, {step: parameters[name] for step, name in fed.items()},
+                                           context, partial=True, labels={
+                                               step: inputs.parameter_label(self.parameterDefinition(name))
+                                               for step, name in fed.items()})
+        except QgsProcessingException as err:
+            return False, str(err)
+        return super().checkParameterValues(parameters, context)
+
+    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        """The same checks where QGIS runs the model without checkParameterValues (alg.run)."""
+        ok, message = self.checkParameterValues(parameters, context)
+        if not ok:
+            raise QgsProcessingException(message)
+        return super().prepareAlgorithm(parameters, context, feedback)
+
+    def _steps_fed_by_inputs(self, parameters):
+        """(step algorithm, {step parameter: model input}) for the plugin's steps."""
+        from .base import S2MasksAlgorithm
+
+        for child in self.childAlgorithms().values():
+            algorithm = child.algorithm()
+            if not isinstance(algorithm, S2MasksAlgorithm):
+                continue
+            fed = {}
+            for step_name, sources in child.parameterSources().items():
+                if len(sources) == 1 and sources[0].source() == MODEL_PARAMETER \
+                        and sources[0].parameterName() in parameters:
+                    fed[step_name] = sources[0].parameterName()
+            yield algorithm, fed

@@ -12,6 +12,8 @@ from .errors import InputError
 
 # Longest segment, in degrees, before projecting: keeps long footprint edges faithful.
 _DENSIFY_DEGREES = 0.05
+# Less than this on the ground is no surface (a degenerate polygon keeps a rounding-error area).
+MIN_AREA_M2 = 1.0
 
 
 def area_from_geojson(geometry):
@@ -32,7 +34,7 @@ def area_from_geojson(geometry):
     if not geom.is_valid:
         geom = shapely.make_valid(geom)
     geom = _polygonal_part(geom)
-    if geom.is_empty or geom.area <= 0:
+    if geom.is_empty or geom.area <= 0 or ground_area(geom) < MIN_AREA_M2:
         raise InputError(
             "The area has no surface (a point, a line or a zero-width extent). "
             "Use an extent or polygon layer that encloses an area."
@@ -44,6 +46,14 @@ def area_from_geojson(geometry):
             "longitude -180..180 / latitude -90..90. Check the layer's CRS."
         )
     return geom
+
+
+def ground_area(geometry_wgs84):
+    """The area on the WGS84 ellipsoid, in square metres (geodesic, no projection to fold a sliver)."""
+    import pyproj
+
+    area, _ = pyproj.Geod(ellps="WGS84").geometry_area_perimeter(geometry_wgs84)
+    return abs(area)
 
 
 def _polygonal_part(geom):
@@ -77,7 +87,9 @@ class EqualAreaProjection:
         if not geom.is_valid:
             geom = shapely.make_valid(geom)
         dense = shapely.segmentize(geom, _DENSIFY_DEGREES)
-        return shapely.transform(dense, self._project_coordinates)
+        projected = shapely.transform(dense, self._project_coordinates)
+        # a sliver can fold over itself in rounding: repaired, so the areas and overlays stay defined
+        return projected if projected.is_valid else _polygonal_part(shapely.make_valid(projected))
 
     def _project_coordinates(self, lonlat):
         x, y = self._transformer.transform(lonlat[:, 0], lonlat[:, 1])

@@ -169,7 +169,7 @@ def test_list_server_error_after_retries(s2masks_provider, pc_double, tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     ({"MIN_TILE_COVER": 0.0}, "min_tile_cover must be a fraction in"),
-    ({"MAX_TILES_PER_TIME": 0}, "max_tiles_per_time must be at least 1"),
+    ({"MAX_TILES_PER_TIME": 0}, r"MAX_TILES_PER_TIME\): 0 is out of range. Give a whole number of 1 or more"),
     ({"EXTENT": "94,94,81,82 [EPSG:4326]"}, "no surface"),
 ])
 def test_select_bad_input_writes_nothing(s2masks_provider, pc_double, tmp_path, overrides, message):

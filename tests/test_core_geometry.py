@@ -18,6 +18,9 @@ def test_bow_tie_polygon_is_repaired():
     polygon(10, 10, 10, 11),  # zero width
     {"type": "Point", "coordinates": [1, 2]},
     {"type": "Polygon", "coordinates": []},
+    # corners on one meridian, and a square of 0.5 m: less than 1 m² on the ground
+    {"type": "Polygon", "coordinates": [[[-8.7, 53.1], [-8.7, 53.12], [-8.7, 53.14], [-8.7, 53.1]]]},
+    polygon(-8.7, 53.1, -8.7 + 0.5 / 67000, 53.1 + 0.5 / 111000),
 ])
 def test_areas_without_surface_are_refused(geojson):
     with pytest.raises(InputError):
@@ -36,3 +39,14 @@ def test_detailed_area_is_searched_by_its_hull():
     searched = geometry.search_geometry(circle, max_vertices=500)
     assert len(searched["coordinates"][0]) < 500
     assert shapely.geometry.shape(searched).buffer(1e-9).covers(circle)  # a superset: no scene missed
+
+
+def test_a_sliver_is_measured_without_a_topology_error():
+    """A thin sliver can fold over itself once projected; it is repaired there, so measuring it works."""
+    import shapely
+
+    sliver = shapely.from_wkt("POLYGON((-8.7 53.1, -8.65 53.12, -8.6 53.14, -8.7 53.1))")
+    area = geometry.area_from_geojson(shapely.geometry.mapping(sliver))
+    projected = geometry.EqualAreaProjection(area).project(area)
+    assert projected.is_valid and 0 < projected.area < 1e4  # square metres: a sliver, not a fold's artefact
+    assert shapely.intersection(projected, projected.buffer(1)).area == pytest.approx(projected.area)

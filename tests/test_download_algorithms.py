@@ -80,9 +80,10 @@ def test_download_into_an_unwritable_folder(s2masks_provider, pc_double, tmp_pat
     blocker = tmp_path / "file"
     blocker.write_text("x")
     url = f"{pc_double.url}/collections/sentinel-2-l2a/items/{FIXTURE_ID}"
-    with pytest.raises(QgsProcessingException, match="Cannot write to the output folder"):
+    with pytest.raises(QgsProcessingException, match=r"Output folder \(OUTPUT_FOLDER\): .*file is a file, not a folder"):
         run("downloadstacksentinel2", {"ITEM": url, "EXTENT": AREA, "OUTPUT_FOLDER": str(blocker / "out"),
                                        "CACHE_FOLDER": str(tmp_path / "c")})
+    assert pc_double.requests == []  # refused before the item is fetched
 
 
 def test_download_cancelled_writes_nothing(s2masks_provider, pc_double, tmp_path):
