@@ -16,12 +16,14 @@ from .merge_cloud_masks_simple import STATISTICS, add_merge_parameters
 from .probability import add_inference_parameters
 
 
-def add_improve_parameters(algorithm):
-    """Thresholds (empty: the model card's rule), models, in_memory, then the advanced ones (buffer,
-    closing, minimum area, most nodata, input scale, ...), in the order the workflows show them."""
-    add_merge_parameters(algorithm)
-    add_both_model_parameters(algorithm)
+def add_improve_parameters(algorithm, sun_angles=True):
+    """Thresholds (empty: the model card's rule), models, in_memory, then the advanced ones (shadow
+    check, buffer, closing, minimum area, most nodata, sun angles unless sun_angles=False, input scale,
+    ...), in the order the workflows show them. Returns the installed cards per target."""
+    add_merge_parameters(algorithm, sun_angles)
+    cards = add_both_model_parameters(algorithm)
     add_inference_parameters(algorithm)
+    return cards
 
 
 def improve(parameters, context, feedback, raster, product_mask, outputs):
@@ -48,7 +50,8 @@ class ImproveCloudMask(S2MasksAlgorithm):
         "and shadow probabilities with the chosen ONNX models (one pass when one model gives both; the input "
         "scale from the raster's metadata or its values, as the log says), classifies them by the models' card "
         "rule (the most probable class for the default ukis-csmask model) or the thresholds you give, and "
-        "merges them with the product mask; optionally grows the result ('Compute cloud and shadow "
+        "merges them with the product mask, keeping the model's cloud shadow only where a cloud can cast it "
+        "(the sun position from the product mask); optionally grows the result ('Compute cloud and shadow "
         "probability', then 'Merge cloud masks'; one progress bar, Cancel anywhere). Fails with the reason "
         "instead of writing a mask that is mostly nodata. FarmVibes workflow: improve_cloud_mask."
     )

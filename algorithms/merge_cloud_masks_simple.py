@@ -4,6 +4,7 @@ probabilities, classified by their model card's rule (or thresholds given) -> th
 from qgis.core import (
     Qgis,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
@@ -31,10 +32,12 @@ STATISTICS = {
 }
 
 
-def add_merge_parameters(algorithm):
-    """CLOUD_THR, SHADOW_THR (plain, empty by default: the model card's rule), BUFFER, CLOSING,
-    MIN_AREA, MAX_NODATA (advanced) and the deprecated CLOSING_SIZE (hidden). The parameters added
-    after the first release are optional (with their default), so models saved before stay valid."""
+def add_merge_parameters(algorithm, sun_angles=True):
+    """CLOUD_THR, SHADOW_THR (plain, empty by default: the model card's rule), then advanced
+    SHADOW_GEOMETRY (on by default), BUFFER, CLOSING, MIN_AREA, MAX_NODATA, SUN_AZIMUTH, SUN_ZENITH,
+    and the deprecated CLOSING_SIZE (hidden). sun_angles=False leaves SUN_AZIMUTH / SUN_ZENITH out
+    (a workflow over several dates reads each date's sun from its product mask). The parameters added after the first release are optional
+    (with their default), so models saved before stay valid."""
     algorithm.add(QgsProcessingParameterNumber("CLOUD_THR", algorithm.tr("Cloud probability threshold (empty: the "
                                                                          "model card's rule)"),
                                                DOUBLE, optional=True, minValue=0.0, maxValue=1.0),
@@ -48,6 +51,17 @@ def add_merge_parameters(algorithm):
                   "argmax for ukis-csmask (shadow where P(shadow) is above both P(cloud) and P(clear) = 1 - P(cloud) "
                   "- P(shadow)), above 0.2 for FarmVibes' shadow model. A value (0-1): cloud shadow where the shadow "
                   "probability is above it.", decimals=2)
+    algorithm.add(QgsProcessingParameterBoolean("SHADOW_GEOMETRY", algorithm.tr("Keep only shadows a cloud can cast "
+                                                                               "(sun geometry)"),
+                                                defaultValue=DEFAULTS.shadow_geometry, optional=True),
+                  "On (default): a pixel the shadow rule flags stays cloud shadow only where a cloud of the raster, "
+                  "at a height of 200 m to 12 km, casts its shadow on the side away from the sun (Fmask's "
+                  "geometric check, with the sun position of the acquisition recorded in the product mask by 'Download and stack Sentinel-2', "
+                  "or SUN_AZIMUTH / SUN_ZENITH), within 60 m, or in a shadow patch that reaches the raster's edge "
+                  "or nodata on the sun's side (its cloud may lie outside). Dark fields and water that no cloud can "
+                  "shadow become clear; the product mask's own shadow (code 4) always stays. When the sun position "
+                  "is unknown the check is skipped and the log says so. "
+                  "Off: every pixel the rule or the product mask flags shadow stays shadow.", advanced=True)
     algorithm.add(QgsProcessingParameterNumber("BUFFER", algorithm.tr("Buffer (m)"), DOUBLE,
                                                defaultValue=DEFAULTS.buffer, optional=True, minValue=0.0),
                   "Metres the cloud and shadow pixels grow by (a disk), to catch their edges; each added pixel takes "
@@ -71,11 +85,40 @@ def add_merge_parameters(algorithm):
                   "probability (NaN or outside 0-1): such a mask would be mostly nodata, which means the model got "
                   "its inputs on the wrong scale or the area lies outside the scene. 100: never fail.",
                   advanced=True, decimals=0)
+    if sun_angles:
+        add_sun_parameters(algorithm)
     deprecated = QgsProcessingParameterNumber("CLOSING_SIZE", algorithm.tr("Dilation radius (deprecated, pixels)"),
                                               INTEGER, optional=True, minValue=0)
     deprecated.setFlags(deprecated.flags() | FLAG_HIDDEN)
     algorithm.add(deprecated, "Deprecated, goes in the next release: the former dilation radius in 10 m pixels, "
                               "read as BUFFER = CLOSING_SIZE x 10 m. Use BUFFER.")
+
+
+def add_sun_parameters(algorithm):
+    """SUN_AZIMUTH and SUN_ZENITH (advanced; empty: the product mask's tags)."""
+    algorithm.add(QgsProcessingParameterNumber("SUN_AZIMUTH", algorithm.tr("Sun azimuth (degrees, empty: from the "
+                                                                           "product mask)"),
+                                               DOUBLE, optional=True, minValue=0.0, maxValue=360.0),
+                  "The mean sun azimuth of the acquisition for the shadow check, clockwise from north (the STAC "
+                  "property s2:mean_solar_azimuth). Empty (default): the SUN_AZIMUTH tag 'Download and stack "
+                  "Sentinel-2' writes in the product mask. Give it with SUN_ZENITH for masks from elsewhere.",
+                  advanced=True, decimals=2)
+    algorithm.add(QgsProcessingParameterNumber("SUN_ZENITH", algorithm.tr("Sun zenith (degrees, empty: from the "
+                                                                          "product mask)"),
+                                               DOUBLE, optional=True, minValue=0.0, maxValue=89.0),
+                  "The mean sun zenith angle of the acquisition (90 minus the sun elevation; the STAC property "
+                  "s2:mean_solar_zenith). Empty (default): the SUN_ZENITH tag of the product mask.",
+                  advanced=True, decimals=2)
+
+
+def write_mask_styles(mask_path, classes_path, no_data_label):
+    """The .qml styles of the improved mask and (when given) the classes: clear is transparent, so the
+    mask overlays the image it was made from."""
+    styles.write_palette_style(mask_path, cloudmask.MASK_LABELS, transparent=(cloudmask.CLEAR,),
+                               alpha=styles.OVERLAY_ALPHA)
+    if classes_path:
+        styles.write_palette_style(classes_path, cloudmask.CLASS_LABELS, transparent=(cloudmask.CLEAR,),
+                                   nodata=(cloudmask.NODATA, no_data_label), alpha=styles.OVERLAY_ALPHA)
 
 
 def optional_number(algorithm, parameters, name, context):
@@ -105,7 +148,18 @@ def merge_options(algorithm, parameters, context, feedback=None):
         closing=_number_or_default(algorithm, parameters, "CLOSING", context, DEFAULTS.closing),
         min_area=algorithm.parameterAsDouble(parameters, "MIN_AREA", context),
         max_nodata=_number_or_default(algorithm, parameters, "MAX_NODATA", context, DEFAULTS.max_nodata),
+        shadow_geometry=_boolean_or_default(algorithm, parameters, "SHADOW_GEOMETRY", context,
+                                            DEFAULTS.shadow_geometry),
+        sun_azimuth=optional_number(algorithm, parameters, "SUN_AZIMUTH", context),
+        sun_zenith=optional_number(algorithm, parameters, "SUN_ZENITH", context),
     )
+
+
+def _boolean_or_default(algorithm, parameters, name, context, default):
+    value = parameters.get(name)
+    if value is None or value == "" or (hasattr(value, "isNull") and value.isNull()):
+        return default
+    return algorithm.parameterAsBoolean(parameters, name, context)
 
 
 def _number_or_default(algorithm, parameters, name, context, default):
@@ -123,7 +177,9 @@ class MergeCloudMasksSimple(S2MasksAlgorithm):
         "shadow_thr when you give them, or where the product mask flags it (codes 1-3 cloud, 4 shadow). Pixels "
         "where the product mask has no data or a probability is missing (NaN) or outside 0-1 are nodata: masked, "
         "never clear, and counted apart; when more than MAX_NODATA percent are, the run fails and says why. "
-        "Optionally the masked pixels are closed and grown (in metres), and small patches cleared and small "
+        "With the sun position known, the rule's cloud shadow is kept only where a cloud of the raster can "
+        "cast it (SHADOW_GEOMETRY; the log says what it found and cleared). Optionally the masked pixels "
+        "are closed and grown (in metres), and small patches cleared and small "
         "holes filled (in square metres). Writes the mask as FarmVibes does (0 clear, 1 masked) and, if asked, "
         "classes (0 clear, 1 cloud, 2 cloud shadow, 255 nodata), where every flagged pixel keeps its class and "
         "grown pixels take the class of the nearest flagged one. The three rasters must share one grid (from "
@@ -158,13 +214,10 @@ class MergeCloudMasksSimple(S2MasksAlgorithm):
             sources["SHADOW_PROBABILITY"], mask_path, classes_path, merge_options(self, parameters, context, feedback),
             progress=lambda fraction, message: feedback.setProgress(100 * fraction), should_cancel=feedback.isCanceled,
             log=feedback.pushInfo)
-        # clear is transparent, so the mask overlays the image it was made from
-        styles.write_palette_style(mask_path, cloudmask.MASK_LABELS, transparent=(cloudmask.CLEAR,), alpha=styles.OVERLAY_ALPHA)
+        write_mask_styles(mask_path, classes_path, self.tr("no data"))
         style_on_load(context, mask_path)
         results = {"OUTPUT": str(mask_path), "OUTPUT_CLASSES": str(classes_path) if classes_path else None}
         if classes_path:
-            styles.write_palette_style(classes_path, cloudmask.CLASS_LABELS, transparent=(cloudmask.CLEAR,),
-                                       nodata=(cloudmask.NODATA, self.tr("no data")), alpha=styles.OVERLAY_ALPHA)
             style_on_load(context, classes_path)
         row = statistics.as_row()
         results.update({name: row[key] for name, (key, _) in STATISTICS.items()})

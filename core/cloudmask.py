@@ -2,7 +2,10 @@
 model card, growth in metres, and honest nodata; streamed in blocks.
 
     cloud   = the cloud rule  OR  product codes 1-3 (opaque cloud, cirrus, saturated/defective)
-    shadow  = the shadow rule OR  product code 4, where not cloud
+    shadow  = the shadow rule OR  product code 4, where not cloud; with the sun position known and
+              shadow_geometry on (the default), the rule's shadow only where a cloud of the raster can
+              cast it, or in a shadow patch open to the raster's sun-side edge (core/shadows.py); the
+              product mask's shadow stays (every product flag is part of the mask, as in FarmVibes)
     rules: the model card's (recorded in the probability rasters' tags by inference):
            argmax over one softmax model's classes (ukis-csmask; clear = 1 - P(cloud) - P(shadow)):
                cloud where P(cloud) >= max(P(shadow), P(clear)), shadow where P(shadow) > max(P(cloud), P(clear))
@@ -24,18 +27,19 @@ the merge fails with the reason instead of writing a mask that is mostly nodata.
 Blocks are read with a halo of 2 x closing + buffer + 2 x min_area pixels (+1): any component
 that reaches beyond the halo has more than min_area pixels inside it, and every added pixel's
 nearest flagged pixel lies within it, so every block gives exactly what the whole array would
-(tested).
+(tested). The shadow check needs the whole raster: a first pass gathers the cloud and shadow
+flags on its coarse cells, and every block then reads its part of the shadow zone.
 """
 
 import math
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from . import shadows, tempfiles
 from .errors import Cancelled, InputError
 from .grid import Grid
 from .models import FARMVIBES_THRESHOLDS, TAG_MODEL, TAG_RULE, TAG_TARGET, TAG_THRESHOLD
@@ -54,7 +58,8 @@ _FOUR_NEIGHBOURS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)  # sc
 _PROBABILITY_TOLERANCE = 1e-6  # bilinear resampling may land a hair outside [0, 1]
 # The one-line label of each parameter in messages (the Processing parameter names).
 _PARAMETER_NAMES = {"cloud_thr": "CLOUD_THR", "shadow_thr": "SHADOW_THR", "buffer": "BUFFER", "closing": "CLOSING",
-                    "min_area": "MIN_AREA", "max_nodata": "MAX_NODATA"}
+                    "min_area": "MIN_AREA", "max_nodata": "MAX_NODATA", "sun_azimuth": "SUN_AZIMUTH",
+                    "sun_zenith": "SUN_ZENITH"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,9 @@ class MergeOptions:
     closing: float = 0.0  # metres of a morphological closing before the buffer; 0: none
     min_area: float = 0.0  # m^2; 0: no small patch removal or hole filling
     max_nodata: float = 50.0  # percent of pixels without a valid probability above which the merge fails
+    shadow_geometry: bool = True  # keep shadow only where a cloud can cast it (when the sun position is known)
+    sun_azimuth: Optional[float] = None  # degrees; None: the product mask's SUN_AZIMUTH tag
+    sun_zenith: Optional[float] = None  # degrees; None: the product mask's SUN_ZENITH tag
 
 
 @dataclass(frozen=True)
@@ -138,8 +146,9 @@ class MaskStatistics:
     product_flagged: int = 0  # product mask codes 1-4
     invalid: int = 0  # no valid probability (NaN or outside [0, 1])
     invalid_with_data: int = 0  # of these, where the product mask has data
+    shadow_dropped: int = 0  # flagged shadow that the shadow check cleared (no cloud can cast it)
 
-    def add(self, classes, product, invalid=None):
+    def add(self, classes, product, invalid=None, dropped=None):
         self.pixels += classes.size
         for code in self.counts:
             self.counts[code] += int(np.count_nonzero(classes == code))
@@ -147,6 +156,8 @@ class MaskStatistics:
         if invalid is not None:
             self.invalid += int(np.count_nonzero(invalid))
             self.invalid_with_data += int(np.count_nonzero(invalid & (product != MASK_NODATA)))
+        if dropped is not None:
+            self.shadow_dropped += int(np.count_nonzero(dropped))
 
     def percent(self, count):
         return 100.0 * count / self.pixels if self.pixels else 0.0
@@ -169,6 +180,11 @@ def validate_options(options):
             raise InputError(f"{_PARAMETER_NAMES[name]} ({name}) must be 0 or more {unit}, got {value}.")
     if not 0.0 <= options.max_nodata <= 100.0:
         raise InputError(f"MAX_NODATA (max_nodata) must be a percentage between 0 and 100, got {options.max_nodata}.")
+    if (options.sun_azimuth is None) != (options.sun_zenith is None):
+        raise InputError("Give both SUN_AZIMUTH and SUN_ZENITH (degrees), or neither to read them from the product "
+                         "mask's tags.")
+    if options.sun_azimuth is not None:
+        shadows.Sun(options.sun_azimuth, options.sun_zenith).check()
 
 
 def _half_width(radius, dy):
@@ -258,20 +274,45 @@ def _nearer_shadow(cloud, shadow):
     return ndimage.distance_transform_edt(~shadow) < ndimage.distance_transform_edt(~cloud)
 
 
-def merge_arrays(product, cloud_prob, shadow_prob, options=MergeOptions(), rules=None, pixel_size=10.0):
+def merge_arrays(product, cloud_prob, shadow_prob, options=MergeOptions(), rules=None, pixel_size=10.0, sun=None):
     """(mask, classes) for whole arrays (or a block with its halo). rules: (cloud, shadow) Rules,
-    by default resolve_rules(options) (the thresholds given, else FarmVibes'); pixel_size in metres."""
-    return _merge(product, cloud_prob, shadow_prob, rules or resolve_rules(options),
-                  PixelGeometry.of(options, pixel_size))[:2]
+    by default resolve_rules(options) (the thresholds given, else FarmVibes'); pixel_size in metres;
+    sun: the shadows.Sun of the shadow check (options.sun_azimuth / sun_zenith when given win), None
+    to skip it."""
+    rules = rules or resolve_rules(options)
+    sun = resolve_sun(options, sun)
+    zone = None
+    if options.shadow_geometry and sun is not None:
+        cloud, shadow, nodata, _ = classify(product, cloud_prob, shadow_prob, rules)
+        zone = shadows.zone_of(cloud, shadow, ~nodata, sun, pixel_size).window(0, 0, *cloud.shape)
+    return _merge(product, cloud_prob, shadow_prob, rules, PixelGeometry.of(options, pixel_size), zone)[:2]
 
 
-def _merge(product, cloud_prob, shadow_prob, rules, geometry):
-    """(mask, classes, invalid): the rule of the module docstring."""
+def resolve_sun(options: MergeOptions, recorded: Optional[shadows.Sun] = None) -> Optional[shadows.Sun]:
+    """The shadows.Sun of the shadow check: the options' angles when given, else `recorded`."""
+    if options.sun_azimuth is not None and options.sun_zenith is not None:
+        return shadows.Sun(options.sun_azimuth, options.sun_zenith)
+    return recorded
+
+
+def classify(product: np.ndarray, cloud_prob: np.ndarray, shadow_prob: np.ndarray, rules: tuple) -> tuple:
+    """(cloud, shadow, nodata, invalid) flags of the module docstring, before the shadow check."""
     invalid = invalid_probability(cloud_prob) | invalid_probability(shadow_prob)
     nodata = (product == MASK_NODATA) | invalid
     cloud_flag, shadow_flag = flags(cloud_prob, shadow_prob, rules)
     cloud = (cloud_flag | np.isin(product, _PRODUCT_CLOUD_CODES)) & ~nodata
     shadow = (shadow_flag | (product == _PRODUCT_SHADOW_CODE)) & ~nodata & ~cloud
+    return cloud, shadow, nodata, invalid
+
+
+def _merge(product, cloud_prob, shadow_prob, rules, geometry, zone=None):
+    """(mask, classes, invalid, dropped shadow): the rule of the module docstring; zone: where shadow
+    may be (bool, same shape), None for no shadow check."""
+    cloud, shadow, nodata, invalid = classify(product, cloud_prob, shadow_prob, rules)
+    dropped = None
+    if zone is not None:  # the product mask's own shadow stays
+        dropped = shadow & ~zone & (product != _PRODUCT_SHADOW_CODE)
+        shadow = shadow & ~dropped
     flagged = cloud | shadow
     masked = flagged
     if geometry.closing >= 1:
@@ -287,7 +328,7 @@ def _merge(product, cloud_prob, shadow_prob, rules, geometry):
         classes[added & _nearer_shadow(cloud, shadow)] = SHADOW
     classes[shadow & masked] = SHADOW
     classes[nodata] = NODATA
-    return (masked | nodata).astype(np.uint8), classes, invalid
+    return (masked | nodata).astype(np.uint8), classes, invalid, dropped
 
 
 def check_same_grid(named_paths):
@@ -321,7 +362,7 @@ def _crs_label(crs):
 def merge_cloud_masks(product_mask, cloud_probability, shadow_probability, mask_path, classes_path=None,
                       options=MergeOptions(), block_size=1024, progress=None, should_cancel=None, log=None):
     """Writes the improved mask (and the classes); returns MaskStatistics. `log` gets one line per
-    decision (the rules used, the growth in pixels)."""
+    decision (the rules used, the growth in pixels, the shadow check)."""
     progress = progress or (lambda fraction, message: None)
     should_cancel = should_cancel or (lambda: False)
     log = log or (lambda message: None)
@@ -335,14 +376,23 @@ def merge_cloud_masks(product_mask, cloud_probability, shadow_probability, mask_
     for rule in rules:
         log(f"{rule.why[0].upper()}{rule.why[1:]}.")
     log(_describe_growth(options, geometry, pixel_size))
+    sun = _shadow_check_sun(product_mask, options, log)
     mask_path = Path(mask_path)
     targets = [mask_path] + ([Path(classes_path)] if classes_path else [])
     for target in targets:
         check_writable(target.parent)
-    work = Path(tempfile.mkdtemp(prefix=".merging-masks-", dir=mask_path.parent))
+    work = tempfiles.work_folder(mask_path.parent, "merging-masks")
     try:
+        zone = None
+        if sun is not None:
+            zone = _shadow_zone(product_mask, cloud_probability, shadow_probability, rules, sun, pixel_size,
+                                block_size, should_cancel)
+            log(_describe_shadow_check(zone, sun, pixel_size))
         statistics = _stream(product_mask, cloud_probability, shadow_probability, work, rules, geometry, block_size,
-                             progress, should_cancel)
+                             progress, should_cancel, zone)
+        if zone is not None:
+            log(f"The shadow check cleared {statistics.percent(statistics.shadow_dropped):.2f}% of the area: "
+                "pixels the rule flagged cloud shadow that no cloud of the raster can cast.")
         if statistics.percent(statistics.invalid) > options.max_nodata:
             raise InputError(_too_much_nodata(statistics, options))
         publish_cog(work / "mask.tif", mask_path, "nearest")
@@ -351,6 +401,61 @@ def merge_cloud_masks(product_mask, cloud_probability, shadow_probability, mask_
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return statistics
+
+
+def _shadow_check_sun(product_mask, options, log):
+    """The shadows.Sun of the shadow check, or None (logged why) when it does not run."""
+    import rasterio
+
+    if not options.shadow_geometry:
+        log("Shadow check off (SHADOW_GEOMETRY): every pixel the rules flag cloud shadow stays shadow.")
+        return None
+    with rasterio.open(product_mask) as src:
+        tags, crs, transform = src.tags(), src.crs, src.transform
+    sun = resolve_sun(options, shadows.sun_from_tags(tags))
+    if sun is None:
+        log("Shadow check skipped: the sun position is unknown (the product mask has no SUN_AZIMUTH / SUN_ZENITH "
+            "tags; 'Download and stack Sentinel-2' writes them). Give SUN_AZIMUTH and SUN_ZENITH in degrees (the "
+            "product's s2:mean_solar_azimuth and s2:mean_solar_zenith) to run it.")
+        return None
+    if crs is None or crs.is_geographic or transform.b or transform.d:
+        log(f"Shadow check skipped: it needs a north-up grid in metres, and {product_mask} is "
+            f"{'in degrees' if crs is not None and crs.is_geographic else 'not one'}. Warp the rasters to the "
+            "stack's UTM zone to run it.")
+        return None
+    return sun.check()
+
+
+def _shadow_zone(product_mask, cloud_probability, shadow_probability, rules, sun, pixel_size, block_size,
+                 should_cancel):
+    """The shadows.ShadowZone of the whole raster: a first pass over it, in blocks on the check's cells."""
+    import rasterio
+
+    with rasterio.open(product_mask) as product, rasterio.open(cloud_probability) as cloud, \
+            rasterio.open(shadow_probability) as shadow:
+        shape = (product.height, product.width)
+        cells = shadows.Cells.empty(shape, shadows.work_factor(shape, pixel_size))
+        size = cells.factor * max(1, block_size // cells.factor)
+        for block in Grid(product.crs, product.transform, product.width, product.height).blocks(size):
+            if should_cancel():
+                raise Cancelled("Merging the cloud masks was cancelled.")
+            codes = product.read(1, window=block)
+            _check_codes(codes, product_mask)
+            cloud_flag, shadow_flag, nodata, _ = classify(codes, cloud.read(1, window=block),
+                                                          shadow.read(1, window=block), rules)
+            cells.add(int(block.row_off), int(block.col_off), cloud_flag, shadow_flag, ~nodata)
+    return shadows.shadow_zone(cells, sun, pixel_size)
+
+
+def _describe_shadow_check(zone, sun, pixel_size):
+    options = shadows.ShadowOptions()
+    found = (f"heights {zone.heights[0]:.0f}-{zone.heights[1]:.0f} m" if zone.heights else "none")
+    return (f"Shadow check: sun azimuth {sun.azimuth:.1f} degrees, zenith {sun.zenith:.1f} degrees; clouds "
+            f"{options.heights[0]:.0f}-{options.heights[1]:.0f} m high searched on {pixel_size * zone.factor:g} m "
+            f"cells; the shadow of {zone.matched} of {zone.objects} cloud objects found ({found}). The rule's cloud "
+            f"shadow is kept within {options.tolerance:g} m of those shadows, or in shadow patches that reach the "
+            "raster's edge or nodata on the sun's side (their cloud may be out of sight), and cleared elsewhere; "
+            "the product mask's shadow stays.")
 
 
 def _probability_tags(path, target):
@@ -412,7 +517,8 @@ def _too_much_nodata(statistics, options):
 
 
 def _stream(product_mask, cloud_probability, shadow_probability, work, rules, geometry, block_size, progress,
-            should_cancel):
+            should_cancel, zone=None):
+    """Merges block by block (with the halo of the growth); zone: the shadows.ShadowZone, or None."""
     import rasterio
 
     statistics = MaskStatistics()
@@ -430,11 +536,15 @@ def _stream(product_mask, cloud_probability, shadow_probability, work, rules, ge
                 halo_window, core = _with_halo(block, geometry.halo, product.width, product.height)
                 codes = product.read(1, window=halo_window)
                 _check_codes(codes, product_mask)
-                mask, classes, invalid = _merge(codes, cloud.read(1, window=halo_window),
-                                                shadow.read(1, window=halo_window), rules, geometry)
+                zone_window = None if zone is None else zone.window(
+                    int(halo_window.row_off), int(halo_window.col_off), int(halo_window.height),
+                    int(halo_window.width))
+                mask, classes, invalid, dropped = _merge(codes, cloud.read(1, window=halo_window),
+                                                         shadow.read(1, window=halo_window), rules, geometry,
+                                                         zone_window)
                 mask_out.write(mask[core][None], window=block)
                 classes_out.write(classes[core][None], window=block)
-                statistics.add(classes[core], codes[core], invalid[core])
+                statistics.add(classes[core], codes[core], invalid[core], None if dropped is None else dropped[core])
                 progress(number / len(blocks), f"merging block {number}/{len(blocks)}")
     describe_classes(work / "mask.tif", "cloud_mask", MASK_LABELS)
     describe_classes(work / "classes.tif", "cloud_classes", CLASS_LABELS, NODATA)

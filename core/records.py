@@ -41,6 +41,8 @@ class Sentinel2Item:
     footprint: dict  # GeoJSON geometry, WGS84
     bands: dict = field(default_factory=dict)  # name -> BandAsset
     self_href: Optional[str] = None
+    sun_azimuth: Optional[float] = None  # s2:mean_solar_azimuth, degrees clockwise from north
+    sun_zenith: Optional[float] = None  # s2:mean_solar_zenith, degrees
 
     @property
     def acquisition_key(self):
@@ -96,6 +98,10 @@ def _epsg(properties):
     return int(code.split(":")[1]) if code.upper().startswith("EPSG:") else None
 
 
+def _optional_float(value):
+    return None if value is None else float(value)
+
+
 def parse_item(item):
     """A Planetary Computer sentinel-2-l2a item (dict) -> Sentinel2Item."""
     try:
@@ -118,6 +124,8 @@ def parse_item(item):
             footprint=item["geometry"],
             bands={name: _band_asset(name, item["assets"][name]) for name in S2_ASSETS if name in item.get("assets", {})},
             self_href=self_href,
+            sun_azimuth=_optional_float(props.get("s2:mean_solar_azimuth")),
+            sun_zenith=_optional_float(props.get("s2:mean_solar_zenith")),
         )
     except (KeyError, TypeError, ValueError) as err:
         ident = item.get("id", "?") if isinstance(item, dict) else "?"
