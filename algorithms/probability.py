@@ -1,16 +1,21 @@
 """What Compute cloud probability and Compute shadow probability share: the model choice
-(the installed model cards, or a custom ONNX file with its card) and the run."""
+(the installed model cards, by name, or a custom ONNX file with its card) and the run."""
 
+import os
 from dataclasses import replace
+from pathlib import Path
 
 from qgis.core import (
+    QgsApplication,
     QgsProcessingException,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
+    QgsSettings,
 )
+from qgis.PyQt.QtCore import QCoreApplication
 
 from ..core import inference, models
 from . import styles
@@ -18,7 +23,15 @@ from .layers import style_on_load
 from .base import S2MasksAlgorithm, TifDestination
 from .compat import DOUBLE, INTEGER
 
-CUSTOM = "Custom ONNX file + model card"
+CUSTOM = "custom"  # the model choice of a custom ONNX file + card
+# A QgsSettings key: more model folders (separated by the system's path separator), searched after
+# the profile's s2masks/models.
+MODELS_FOLDER_SETTING = "s2masks/models_folder"
+# The MODEL choices of releases that numbered them (saved models, scripts): index -> model name.
+LEGACY_CHOICES = {
+    "cloud": ("ukis-csmask-6b-l2a", *(f"farmvibes-cloud-model{i}" for i in range(1, 6)), "ukis-csmask-4b-l2a", CUSTOM),
+    "shadow": ("ukis-csmask-6b-l2a", "farmvibes-shadow", "ukis-csmask-4b-l2a", CUSTOM),
+}
 # INPUT_SCALE choices, in the order of core.inference.INPUT_SCALES
 INPUT_SCALE_LABELS = ("Automatic: the raster's scale metadata, else judged from its values",
                       "Reflectance already (0-1)", "Digital numbers (reflectance = DN x 0.0001)")
@@ -26,30 +39,56 @@ LABELS = {"cloud": {"model": "Cloud model", "card": "Custom cloud model card (JS
                     "onnx": "Custom cloud ONNX file", "output": "Cloud probability"},
           "shadow": {"model": "Shadow model", "card": "Custom shadow model card (JSON)",
                      "onnx": "Custom shadow ONNX file", "output": "Shadow probability"}}
-MODEL_HELP = {
-    "cloud": "The ONNX model for cloud probability, from the model cards in the plugin's models/ folder (weights "
-             "shipped by ukis-csmask, or files you add, such as FarmVibes' models), or a custom one. Its card also "
-             "says how the mask step turns its output into classes (argmax or a threshold).",
-    "shadow": "The ONNX model for shadow probability, from the model cards in the plugin's models/ folder (weights "
-              "shipped by ukis-csmask, or files you add, such as FarmVibes' models), or a custom one. Its card also "
-              "says how the mask step turns its output into classes (argmax or a threshold).",
-}
 OUTPUT_HELP = ("Float32 raster in [0, 1] on the input's grid, nodata (NaN) where the input has no data; it records "
                "its model card, whose rule the mask step applies.")
 
 
-def model_choices(algorithm, target):
-    """Installed cards for `target` (default first), then the custom choice."""
-    return list(models.cards_for(target))
+def user_model_folders() -> list:
+    """The user's model folders, outside the plugin (a plugin upgrade keeps them): the QGIS
+    profile's s2masks/models, then the folders of the s2masks/models_folder setting."""
+    folders = [Path(QgsApplication.qgisSettingsDirPath()) / "s2masks" / "models"]
+    setting = QgsSettings().value(MODELS_FOLDER_SETTING, "") or ""
+    return folders + [Path(part).expanduser() for part in str(setting).split(os.pathsep) if part.strip()]
+
+
+def model_catalogue() -> models.Catalogue:
+    """The model cards shipped in models/ and those in the user's model folders."""
+    return models.catalogue(user_model_folders())
+
+
+def model_help(target, found, folders) -> str:
+    """The MODEL help: the installed models by name, the custom choice, and the models that are
+    not installed with how to install them."""
+    installed = [f"{card.id} ({card.name}{', the default' if target in card.default_for else ''})"
+                 for card in found.installed(target)]
+    text = (f"The {target} model, by name: {'; '.join(installed + [CUSTOM])} (with CUSTOM_CARD and CUSTOM_ONNX). "
+            f"Its card says which bands, scaling and resolution it takes and how the mask step turns its output "
+            f"into classes (argmax or a threshold). Model cards and ONNX files of your own go in "
+            f"{folders[0]} or a folder named in the {MODELS_FOLDER_SETTING} setting (in the Python console: "
+            f"QgsSettings().setValue('{MODELS_FOLDER_SETTING}', '/path/to/models')): a plugin upgrade keeps them.")
+    missing = found.missing(target)
+    if missing:
+        text += " Not installed: " + " ".join(f"{card.id}: {card.install_hint()}" for card in missing)
+    for path, reason in found.unreadable:
+        text += f" Not usable: {path}: {reason}"
+    return text
 
 
 def add_model_parameters(algorithm, target, prefix=""):
-    cards = model_choices(algorithm, target)
+    """{prefix}MODEL (the installed models by name, then custom) and the custom card / ONNX file
+    parameters; returns the installed cards."""
+    folders = user_model_folders()
+    found = models.catalogue(folders)
+    cards = found.installed(target)
+    names = [card.id for card in cards] + [CUSTOM]
+    default = next((card.id for card in cards if target in card.default_for), names[0])
     algorithm.add(
-        QgsProcessingParameterEnum(f"{prefix}MODEL", algorithm.tr(LABELS[target]["model"]),
-                                   options=[card.name for card in cards] + [algorithm.tr(CUSTOM)], defaultValue=0),
-        MODEL_HELP[target],
+        QgsProcessingParameterEnum(f"{prefix}MODEL", algorithm.tr(LABELS[target]["model"]), options=names,
+                                   defaultValue=default, usesStaticStrings=True),
+        model_help(target, found, folders),
     )
+    algorithm.add_value_adapter(f"{prefix}MODEL", lambda value: model_name(value, target, cards, found,
+                                                                           f"{prefix}MODEL"))
     algorithm.add(
         QgsProcessingParameterFile(f"{prefix}CUSTOM_CARD", algorithm.tr(LABELS[target]["card"]),
                                    extension="json", optional=True),
@@ -66,6 +105,20 @@ def add_model_parameters(algorithm, target, prefix=""):
     return cards
 
 
+def legacy_model_name(value, target):
+    """A model given by its number in an earlier release's list (an int, or digits as text from
+    qgis_process or a saved model) -> its name; any other value as it is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    if number.is_integer() and 0 <= number < len(LEGACY_CHOICES[target]):
+        return LEGACY_CHOICES[target][int(number)]
+    return value
+
+
 def add_inference_parameters(algorithm):
     algorithm.add(QgsProcessingParameterBoolean("IN_MEMORY", algorithm.tr("Load the whole raster in memory"),
                                                 defaultValue=False),
@@ -80,7 +133,8 @@ def add_inference_parameters(algorithm):
                   "Overlap between neighbouring chips, 0 to 0.5; empty: the model card's.", advanced=True, decimals=2)
     algorithm.add(QgsProcessingParameterNumber("THREADS", algorithm.tr("Threads (0 = all cores)"), INTEGER,
                                                defaultValue=0, minValue=0),
-                  "Threads onnxruntime uses.", advanced=True)
+                  "Threads the model runs on: two runs side by side, each on half of them (one thread each on "
+                  "2 cores), while the stack is read and the probabilities written.", advanced=True)
     algorithm.add(QgsProcessingParameterEnum("INPUT_SCALE", algorithm.tr("Input scale"),
                                              options=[algorithm.tr(label) for label in INPUT_SCALE_LABELS],
                                              defaultValue=0, optional=True),  # optional: older models stay valid
@@ -90,10 +144,29 @@ def add_inference_parameters(algorithm):
                   advanced=True)
 
 
+def model_name(value, target, cards, found, parameter):
+    """The model name a MODEL value stands for (an earlier release's number translated); a model
+    that is known but not installed is refused with how to install it."""
+    value = legacy_model_name(value, target)
+    if isinstance(value, str) and value not in [card.id for card in cards] + [CUSTOM]:
+        known = found.find(value)
+        if known is not None and target in known.provides:
+            raise QgsProcessingException(QCoreApplication.translate("S2Masks", "{}: model {} is not installed. {}")
+                                         .format(parameter, value, known.install_hint()))
+    return value
+
+
 def chosen_card(algorithm, parameters, context, target, cards, prefix=""):
-    index = algorithm.parameterAsEnum(parameters, f"{prefix}MODEL", context)
-    if index < len(cards):
-        return cards[index]
+    """The card of the model chosen by name (or by an earlier release's number)."""
+    name = f"{prefix}MODEL"
+    value = model_name(parameters.get(name), target, cards, model_catalogue(), name)
+    chosen = value if isinstance(value, str) and value else algorithm.parameterAsEnumString(parameters, name, context)
+    if chosen != CUSTOM:
+        card = next((card for card in cards if card.id == chosen), None)
+        if card is None:
+            raise QgsProcessingException(algorithm.tr("{}: there is no model {!r}. Choose one of: {}.").format(
+                name, value, ", ".join([card.id for card in cards] + [CUSTOM])))
+        return card
     card_path = algorithm.parameterAsFile(parameters, f"{prefix}CUSTOM_CARD", context)
     if not card_path:
         raise QgsProcessingException(algorithm.tr(
@@ -151,11 +224,17 @@ def run_models(algorithm, parameters, context, feedback, cards, output_keys):
                        progress=lambda fraction, message: (feedback.setProgress(100 * fraction),
                                                            feedback.setProgressText(message)),
                        should_cancel=feedback.isCanceled, log=feedback.pushInfo, warn=feedback.pushWarning)
-    for target, path in outputs.items():
-        # transparent where the mask step's default (the card's rule) can never flag the pixel
-        styles.write_probability_style(path, style_threshold(cards[target], target))
+    write_probability_styles(outputs, cards)
+    for path in outputs.values():
         style_on_load(context, path)
     return {target: str(path) for target, path in outputs.items()}
+
+
+def write_probability_styles(outputs, cards):
+    """The .qml of each probability raster ({target: path}): transparent where the mask step's default
+    (the card's rule) can never flag the pixel."""
+    for target, path in outputs.items():
+        styles.write_probability_style(path, style_threshold(cards[target], target))
 
 
 def style_threshold(card, target):

