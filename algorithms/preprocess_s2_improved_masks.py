@@ -7,6 +7,7 @@ from qgis.core import (
     QgsFeature,
     QgsFeatureSink,
     QgsFields,
+    QgsProcessing,
     QgsProcessingException,
     QgsProcessingMultiStepFeedback,
     QgsProcessingOutputFile,
@@ -15,11 +16,16 @@ from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFolderDestination,
+    QgsProcessingUtils,
 )
 
-from ..core import report
-from . import footprints
+from ..core import executor, geometry, grid, pipeline, records, report, stack
+from . import footprints, styles
 from .base import S2MasksAlgorithm, run_child
+from .compute_cloud_shadow_prob import chosen_cards
+from .executor import add_executor_parameters, executor_spec, run_acquisitions
+from .merge_cloud_masks_simple import merge_options, write_mask_styles
+from .probability import inference_options, write_probability_styles
 from .compat import NO_GEOMETRY, POLYGON_SOURCE, TABLE, make_field
 from .improve_cloud_mask import add_improve_parameters, improve
 from .inputs import (
@@ -28,7 +34,10 @@ from .inputs import (
     add_date_parameters,
     add_download_parameters,
     add_search_parameters,
+    area_geojson,
     date_range,
+    download_options,
+    output_crs,
     prepare_output_folders,
 )
 from .layers import forget_layers, load_on_completion, style_on_load
@@ -53,7 +62,8 @@ class PreprocessS2ImprovedMasks(S2MasksAlgorithm):
         "The whole FarmVibes workflow in one run: finds the Sentinel-2 L2A products over the area and "
         "dates, keeps per acquisition the fewest tiles covering the area, reads only the area's pixels into "
         "a 12-band 10 m raster with the product mask from SCL, computes cloud and shadow probabilities with "
-        "ONNX models and merges them with the product mask into the improved cloud mask (0 clear, 1 cloud). "
+        "ONNX models and merges them with the product mask into the improved cloud mask (0 clear, 1 cloud), "
+        "keeping the model's cloud shadow only where a cloud can cast it under that date's sun (SHADOW_GEOMETRY). "
         "Loads per date a layer group (true-colour raster, improved mask) and a statistics table (percent "
         "clear, cloud, shadow, nodata, and flagged by the product mask alone), also written as "
         "statistics.csv in the output folder. One progress bar, Cancel anywhere. Runs 'Preprocess "
@@ -65,7 +75,7 @@ class PreprocessS2ImprovedMasks(S2MasksAlgorithm):
         add_area_parameters(self)
         add_date_parameters(self)
         add_coverage_parameters(self)
-        add_improve_parameters(self)
+        self.cards = add_improve_parameters(self, sun_angles=False)  # each date's sun comes from its product mask
         add_download_parameters(self, pc_key_advanced=False)
         add_search_parameters(self, cloud_cover_advanced=True)
         self.add(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", self.tr("Output folder")),
@@ -80,6 +90,7 @@ class PreprocessS2ImprovedMasks(S2MasksAlgorithm):
                 ("LOAD_PRODUCT_MASK", "Load the product mask", "Also load each date's product mask from the scene "
                  "classification.")):
             self.add(QgsProcessingParameterBoolean(name, self.tr(label), defaultValue=False), text, advanced=True)
+        add_executor_parameters(self)
         self.add(QgsProcessingParameterFeatureSink("FOOTPRINTS", self.tr("Selected footprints"), POLYGON_SOURCE),
                  "The products used, one feature per tile and acquisition.")
         self.add(QgsProcessingParameterFeatureSink("STATISTICS", self.tr("Statistics per acquisition"), TABLE),
@@ -93,10 +104,14 @@ class PreprocessS2ImprovedMasks(S2MasksAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("COUNT", self.tr("Acquisitions written")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        spec = executor_spec(self, parameters, context)
         prepare_output_folders(self, parameters, context, ("FOOTPRINTS", "STATISTICS"))
         steps = QgsProcessingMultiStepFeedback(2, feedback)
-        preprocessed = run_child("s2masks:preprocesss2", parameters, context, steps)
-        forget_layers(context, preprocessed["RASTERS"] + preprocessed["MASKS"])  # loaded below, grouped per date
+        if spec.kind == executor.IN_PROCESS:
+            preprocessed = run_child("s2masks:preprocesss2", parameters, context, steps)
+            forget_layers(context, preprocessed["RASTERS"] + preprocessed["MASKS"])  # loaded below, grouped per date
+        else:
+            preprocessed = self._select(parameters, context, steps)
         folder = Path(preprocessed["OUTPUT_FOLDER"])
         fields = QgsFields()
         for name, kind in STATISTICS_FIELDS:
@@ -110,13 +125,40 @@ class PreprocessS2ImprovedMasks(S2MasksAlgorithm):
         style_on_load(context, preprocessed["FOOTPRINTS"], (run_group,), order=20,
                       extra=footprints.apply_footprint_style)
         results = {"FOOTPRINTS": preprocessed["FOOTPRINTS"], "STATISTICS": statistics_id, "OUTPUT_FOLDER": str(folder),
-                   "RASTERS": preprocessed["RASTERS"], "PRODUCT_MASKS": preprocessed["MASKS"], "MASKS": [],
-                   "CLASSES": [], "COUNT": 0}
+                   "RASTERS": [], "PRODUCT_MASKS": [], "MASKS": [], "CLASSES": [], "COUNT": 0}
         rows = []
-        pairs = list(zip(preprocessed["RASTERS"], preprocessed["MASKS"]))
-        if not pairs:
+
+        def record(raster, product_mask, improved):
+            """One finished acquisition: its statistics row and its layers."""
+            row = self._statistics_row(raster, improved)
+            rows.append(row)
+            sink.addFeature(_feature(fields, row), QgsFeatureSink.Flag.FastInsert)
+            for key, value in (("RASTERS", raster), ("PRODUCT_MASKS", product_mask), ("MASKS", improved["OUTPUT"]),
+                               ("CLASSES", improved["OUTPUT_CLASSES"])):
+                results[key].append(value)
+            self._load(parameters, context, (run_group, f"{row['date'][:10]} {row['acquisition']}"), raster,
+                       dict(improved, PRODUCT_MASK=product_mask))
+
+        if spec.kind == executor.IN_PROCESS:
+            self._improve_each(parameters, context, steps, preprocessed, folder, record)
+        else:
+            self._run_on_dask(parameters, context, steps, spec, preprocessed, folder, record)
+        if not rows:
             feedback.pushWarning(self.tr("No acquisition to improve: the statistics table is empty."))
-        per_acquisition = QgsProcessingMultiStepFeedback(max(1, len(pairs)), steps)
+        order = sorted(range(len(rows)), key=lambda index: (rows[index]["date"], rows[index]["acquisition"]))
+        rows = [rows[index] for index in order]  # time order, however the acquisitions finished
+        for key in ("RASTERS", "PRODUCT_MASKS", "MASKS", "CLASSES"):
+            results[key] = [results[key][index] for index in order]
+        results["COUNT"] = len(rows)
+        results["STATISTICS_CSV"] = str(report.write_csv(folder / STATISTICS_CSV, [n for n, _ in STATISTICS_FIELDS],
+                                                         rows))
+        _print_table(feedback, rows)
+        return results
+
+    def _improve_each(self, parameters, context, feedback, preprocessed, folder, record):
+        """In this process: 'Improve cloud mask' on each stacked acquisition, one after another."""
+        pairs = list(zip(preprocessed["RASTERS"], preprocessed["MASKS"]))
+        per_acquisition = QgsProcessingMultiStepFeedback(max(1, len(pairs)), feedback)
         for number, (raster, product_mask) in enumerate(pairs):
             per_acquisition.setCurrentStep(number)
             if feedback.isCanceled():
@@ -127,18 +169,59 @@ class PreprocessS2ImprovedMasks(S2MasksAlgorithm):
             improved = improve(parameters, context, per_acquisition, raster, product_mask, {
                 "OUTPUT": f"{stem}_improved_mask.tif", "OUTPUT_CLASSES": f"{stem}_classes.tif",
                 "CLOUD_OUTPUT": f"{stem}_cloud.tif", "SHADOW_OUTPUT": f"{stem}_shadow.tif"})
-            row = self._statistics_row(raster, improved)
-            rows.append(row)
-            sink.addFeature(_feature(fields, row), QgsFeatureSink.Flag.FastInsert)
-            results["MASKS"].append(improved["OUTPUT"])
-            results["CLASSES"].append(improved["OUTPUT_CLASSES"])
-            self._load(parameters, context, (run_group, f"{row['date'][:10]} {row['acquisition']}"), raster,
-                       dict(improved, PRODUCT_MASK=product_mask))
-        results["COUNT"] = len(rows)
-        results["STATISTICS_CSV"] = str(report.write_csv(folder / STATISTICS_CSV, [n for n, _ in STATISTICS_FIELDS],
-                                                         rows))
-        _print_table(feedback, rows)
-        return results
+            record(raster, product_mask, improved)
+
+    def _select(self, parameters, context, feedback):
+        """For Dask: list and select here (a few requests), writing the footprints; the rest runs on the workers."""
+        timeout = parameters.get("TIMEOUT") or self.parameterAsDouble(parameters, "DL_TIMEOUT", context)
+        listed = run_child("s2masks:listsentinel2products", parameters, context, feedback,
+                           OUTPUT=QgsProcessing.TEMPORARY_OUTPUT, TIMEOUT=timeout)
+        selected = run_child("s2masks:selectnecessarycoverageitems", parameters, context, feedback,
+                             FOOTPRINTS=listed["OUTPUT"], OUTPUT=parameters["FOOTPRINTS"])
+        return {"FOOTPRINTS": selected["OUTPUT"], "ACQUISITIONS": selected["ACQUISITIONS"],
+                "OUTPUT_FOLDER": self.parameterAsString(parameters, "OUTPUT_FOLDER", context)}
+
+    def _run_on_dask(self, parameters, context, feedback, spec, selected, folder, record):
+        """One task per acquisition on Dask; each finished one is recorded as it comes back."""
+        layer = QgsProcessingUtils.mapLayerFromString(selected["FOOTPRINTS"], context)
+        if layer is None:
+            raise QgsProcessingException(self.tr("Could not read the selected footprints."))
+        items = footprints.read_items(layer, feedback)
+        if not items:
+            return
+        area_json = area_geojson(self, parameters, context)
+        area = self.run_core(geometry.area_from_geojson, area_json)
+        target_grid = self.run_core(grid.output_grid, area, output_crs(self, parameters, context))
+        options = download_options(self, parameters, context, feedback)
+        cards = chosen_cards(self, parameters, context, self.cards)
+        probabilities, merging = inference_options(self, parameters, context), merge_options(self, parameters,
+                                                                                             context, feedback)
+        groups = stack.acquisition_groups([self.run_core(records.parse_item, item) for item in items])
+        by_id = {item["id"]: item for item in items}
+        jobs = [(stack.acquisition_name(group), pipeline.AcquisitionJob(
+            items=[by_id[item.id] for item in group], area_geojson=area_json, grid=target_grid, folder=str(folder),
+            stack_options=options, cards=cards, inference_options=probabilities, merge_options=merging))
+            for _, group in groups]
+
+        def finished(result):
+            paths = result["paths"]
+            styles.write_true_colour_style(paths["raster"])
+            styles.write_palette_style(paths["product_mask"], stack.MASK_CATEGORIES, transparent=(stack.MASK_CLEAR,),
+                                       alpha=styles.OVERLAY_ALPHA)
+            improved = {"OUTPUT": paths["mask"], "OUTPUT_CLASSES": paths["classes"], "CLOUD_OUTPUT": paths["cloud"],
+                        "SHADOW_OUTPUT": paths["shadow"]}
+            write_mask_styles(paths["mask"], paths["classes"], self.tr("no data"))
+            write_probability_styles({target: paths[target] for target in cards}, cards)
+            improved.update({name: result["statistics"][key] for name, (key, _) in STATISTICS.items()})
+            record(paths["raster"], paths["product_mask"], improved)
+
+        failed = run_acquisitions(self, spec, jobs, feedback, finished)
+        if failed:
+            listing = "; ".join(f"{outcome.key}: {outcome.error}" for outcome in failed)
+            if len(failed) == len(jobs):
+                raise QgsProcessingException(self.tr("Every acquisition failed: {}").format(listing))
+            feedback.pushWarning(self.tr("{} of {} acquisitions failed and were left out: {}").format(
+                len(failed), len(jobs), listing))
 
     def _run_group(self, parameters, context):
         """The layer group of one run: the area (layer name or extent) and the dates."""

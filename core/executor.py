@@ -38,6 +38,7 @@ class ExecutorSpec:
     task_peak_bytes: int = DEFAULT_TASK_PEAK_BYTES
     retries: int = 2  # extra attempts of a task that raised (network, a full disk, ...)
     upload: Tuple[str, ...] = ()  # SCHEDULER: .zip/.py files the workers import the tasks from
+    python: str = ""  # LOCAL_CLUSTER: the Python that starts workers, when sys.executable is not one (QGIS on Windows)
 
 
 @dataclass
@@ -66,20 +67,21 @@ class WorkerPlan:
 def check_spec(spec: ExecutorSpec) -> None:
     """Refuses an unusable spec before anything runs (InputError naming the parameter)."""
     if spec.kind not in KINDS:
-        raise InputError(f"EXECUTOR: unknown executor '{spec.kind}'; use one of {', '.join(KINDS)}.")
+        raise InputError(f"EXECUTOR: unknown executor '{spec.kind}'. Use one of {', '.join(KINDS)}.")
     if spec.kind == SCHEDULER:
         address = spec.address.strip()
         if not address:
-            raise InputError("DASK_ADDRESS: give the scheduler's address, e.g. tcp://10.0.0.5:8786, or choose the "
-                             "local Dask cluster.")
+            raise InputError("DASK_ADDRESS: no scheduler address given. Give the scheduler's address, e.g. "
+                             "tcp://10.0.0.5:8786, or choose the local Dask cluster.")
         scheme, _, rest = address.partition("://")
         if not rest or scheme not in ("tcp", "tls", "ws", "wss", "inproc") or (scheme != "inproc" and ":" not in rest):
-            raise InputError(f"DASK_ADDRESS: '{address}' is not a Dask scheduler address; write it as "
+            raise InputError(f"DASK_ADDRESS: '{address}' is not a Dask scheduler address. Give it as "
                              "tcp://host:port (Dask's default port is 8786).")
     if spec.workers < 0:
-        raise InputError("DASK_WORKERS: give 0 (chosen from the cores and memory) or a positive number of workers.")
+        raise InputError("DASK_WORKERS: a negative number of workers. Give 0 (chosen from the cores and memory) "
+                         "or a positive number.")
     if spec.retries < 0:
-        raise InputError("DASK_RETRIES: give 0 or a positive number of retries.")
+        raise InputError("DASK_RETRIES: a negative number of retries. Give 0 or a positive number.")
     if spec.kind != IN_PROCESS:
         dask_available()
 
@@ -136,7 +138,7 @@ def run_tasks(function: Callable, tasks: Sequence[Tuple[str, Dict]], spec: Execu
         raise InputError("Two tasks have the same key; each acquisition must have its own.")
     with _client(spec, log) as client:
         for path in spec.upload:
-            client.upload_file(path, load=False)
+            client.upload_file(path)
         return _gather(client, function, tasks, spec, on_done, should_cancel, log)
 
 
@@ -194,6 +196,10 @@ class _client:
                 plan = plan_local_workers(os.cpu_count() or 1, system_memory_bytes(), self.spec.task_peak_bytes,
                                           self.spec.workers)
                 self.log(f"Local Dask cluster: {plan.reason}.")
+                if self.spec.python:
+                    import multiprocessing
+
+                    multiprocessing.set_executable(self.spec.python)
                 self.cluster = LocalCluster(n_workers=plan.workers, threads_per_worker=1, processes=True,
                                             memory_limit=plan.memory_limit, dashboard_address=None,
                                             silence_logs=40, timeout=CONNECT_TIMEOUT_S)

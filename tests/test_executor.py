@@ -121,7 +121,7 @@ def test_unreachable_scheduler_fails_in_bounded_time_naming_the_address():
 
 @pytest.mark.parametrize("spec, match", [
     (executor.ExecutorSpec(kind="cloud"), "EXECUTOR"),
-    (executor.ExecutorSpec(kind=executor.SCHEDULER), "DASK_ADDRESS: give"),
+    (executor.ExecutorSpec(kind=executor.SCHEDULER), "DASK_ADDRESS: no scheduler address given"),
     (executor.ExecutorSpec(kind=executor.SCHEDULER, address="10.0.0.5"), "tcp://host:port"),
     (executor.ExecutorSpec(kind=executor.LOCAL_CLUSTER, workers=-1), "DASK_WORKERS"),
     (executor.ExecutorSpec(kind=executor.LOCAL_CLUSTER, retries=-1), "DASK_RETRIES"),
