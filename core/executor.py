@@ -136,7 +136,7 @@ def run_tasks(function: Callable, tasks: Sequence[Tuple[str, Dict]], spec: Execu
     keys = [key for key, _ in tasks]
     if len(set(keys)) != len(keys):
         raise InputError("Two tasks have the same key; each acquisition must have its own.")
-    with _client(spec, log) as client:
+    with _Connection(spec, log) as client:
         for path in spec.upload:
             client.upload_file(path)
         return _gather(client, function, tasks, spec, on_done, should_cancel, log)
@@ -181,7 +181,7 @@ def _outcome(key, future):
     return Outcome(key, error=str(error) or name)
 
 
-class _client:
+class _Connection:
     """A distributed Client on a new local cluster or a running scheduler, closed on exit."""
 
     def __init__(self, spec, log):
