@@ -68,16 +68,18 @@ def _polygonal_part(geom):
 
 
 class EqualAreaProjection:
-    """Projects WGS84 geometries to metres, equal-area, centred on one area."""
+    """Projects WGS84 geometries to metres, equal-area, centred on one area.
+
+    Through GDAL (rasterio), not pyproj: pyproj's per-thread PROJ context crashed QGIS 3.40
+    (Debian 13, pyproj 3.7) in the worker thread where the Toolbox runs an algorithm."""
 
     def __init__(self, area_wgs84):
-        import pyproj
+        from rasterio.crs import CRS
 
         centre = area_wgs84.centroid
-        self.crs = pyproj.CRS.from_proj4(
+        self.crs = CRS.from_proj4(
             f"+proj=laea +lat_0={centre.y:.6f} +lon_0={centre.x:.6f} +x_0=0 +y_0=0 +ellps=WGS84 +units=m"
         )
-        self._transformer = pyproj.Transformer.from_crs("EPSG:4326", self.crs, always_xy=True)
 
     def project(self, geometry_wgs84):
         import shapely
@@ -92,7 +94,11 @@ class EqualAreaProjection:
         return projected if projected.is_valid else _polygonal_part(shapely.make_valid(projected))
 
     def _project_coordinates(self, lonlat):
-        x, y = self._transformer.transform(lonlat[:, 0], lonlat[:, 1])
+        from rasterio.warp import transform
+
+        if not len(lonlat):
+            return lonlat
+        x, y = transform("EPSG:4326", self.crs, lonlat[:, 0], lonlat[:, 1])
         return np.column_stack([x, y])
 
 

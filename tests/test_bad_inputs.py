@@ -12,6 +12,7 @@ also through qgis_process.
 
 import os
 import re
+import shutil
 import subprocess
 from datetime import date, timedelta
 from pathlib import Path
@@ -190,11 +191,16 @@ def _polygon_layer(wkts, fields=""):
     return layer
 
 
+def _immutable(folder, flag):
+    """chattr +i / -i for root, where chattr exists (a minimal chroot has none)."""
+    if os.geteuid() == 0 and shutil.which("chattr"):
+        subprocess.run(["chattr", flag, str(folder)], capture_output=True)
+
+
 def _make_read_only(folder):
     """chmod 555, and for root (whom modes do not stop) the immutable attribute; False if neither holds."""
     folder.chmod(0o555)
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+    _immutable(folder, "+i")
     try:
         (folder / "probe").touch()
     except OSError:
@@ -216,8 +222,7 @@ def inputs_folder(tmp_path_factory):
     read_only.mkdir()
     places["read_only"] = str(read_only) if _make_read_only(read_only) else None
     yield folder, places
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "-i", str(read_only)], capture_output=True)
+    _immutable(read_only, "-i")
     read_only.chmod(0o755)
 
 
