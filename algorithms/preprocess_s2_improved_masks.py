@@ -22,11 +22,9 @@ from qgis.core import (
 from ..core import executor, geometry, grid, pipeline, records, report, stack
 from . import footprints, styles
 from .base import S2MasksAlgorithm, run_child
+from .compat import NO_GEOMETRY, POLYGON_SOURCE, TABLE, make_field
 from .compute_cloud_shadow_prob import chosen_cards
 from .executor import add_executor_parameters, executor_spec, run_acquisitions
-from .merge_cloud_masks_simple import merge_options, write_mask_styles
-from .probability import inference_options, write_probability_styles
-from .compat import NO_GEOMETRY, POLYGON_SOURCE, TABLE, make_field
 from .improve_cloud_mask import add_improve_parameters, improve
 from .inputs import (
     add_area_parameters,
@@ -41,7 +39,8 @@ from .inputs import (
     prepare_output_folders,
 )
 from .layers import forget_layers, load_on_completion, style_on_load
-from .merge_cloud_masks_simple import STATISTICS
+from .merge_cloud_masks_simple import STATISTICS, merge_options, write_mask_styles
+from .probability import inference_options, write_probability_styles
 
 STATISTICS_FIELDS = (
     ("date", str), ("acquisition", str), ("platform", str), ("rel_orbit", int), ("tiles", str), ("tile_count", int),
