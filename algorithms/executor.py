@@ -20,7 +20,7 @@ from ..core import dependencies, executor, pipeline
 from ..core.errors import Cancelled, S2MasksError
 from .compat import INTEGER
 
-KINDS = (executor.IN_PROCESS, executor.LOCAL_CLUSTER, executor.SCHEDULER)
+KINDS = executor.KINDS  # in the order of LABELS
 LABELS = ("In this process", "Local Dask cluster", "Dask scheduler address")
 SETTINGS_KEY = "s2masks/executor"  # a plugin setting: the EXECUTOR default, one of KINDS
 ADDRESS_KEY = "s2masks/dask_address"  # a plugin setting: the DASK_ADDRESS default

@@ -162,12 +162,12 @@ class PreprocessS2ImprovedMasks(S2MasksAlgorithm):
             per_acquisition.setCurrentStep(number)
             if feedback.isCanceled():
                 raise QgsProcessingException(self.tr("Cancelled; the acquisitions finished so far are kept."))
-            stem = str(folder / Path(raster).stem)
+            paths = pipeline.output_paths(str(folder), Path(raster).stem)  # the names a Dask worker writes too
             feedback.pushInfo(self.tr("Improving the cloud mask of {} ({}/{})").format(Path(raster).stem, number + 1,
                                                                                           len(pairs)))
             improved = improve(parameters, context, per_acquisition, raster, product_mask, {
-                "OUTPUT": f"{stem}_improved_mask.tif", "OUTPUT_CLASSES": f"{stem}_classes.tif",
-                "CLOUD_OUTPUT": f"{stem}_cloud.tif", "SHADOW_OUTPUT": f"{stem}_shadow.tif"})
+                "OUTPUT": str(paths["mask"]), "OUTPUT_CLASSES": str(paths["classes"]),
+                "CLOUD_OUTPUT": str(paths["cloud"]), "SHADOW_OUTPUT": str(paths["shadow"])})
             record(raster, product_mask, improved)
 
     def _select(self, parameters, context, feedback):

@@ -69,27 +69,6 @@ def child(mode, count, folder, address):
     app.exitQgis()
 
 
-def start_cluster(folder):
-    """`dask scheduler` and `dask worker --nworkers 2` as separate processes; returns (address, processes)."""
-    dask = str(Path(sys.executable).parent / "dask")
-    scheduler_file = Path(folder) / "scheduler.json"
-    env = dict(os.environ, PYTHONPATH="")
-    processes = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                   "--scheduler-file", str(scheduler_file)], env=env, cwd=folder,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    while not (scheduler_file.exists() and scheduler_file.stat().st_size):
-        time.sleep(0.1)
-    address = json.loads(scheduler_file.read_text())["address"]
-    processes.append(subprocess.Popen([dask, "worker", address, "--nworkers", "2", "--nthreads", "1",
-                                       "--no-dashboard", "--local-directory", f"{folder}/worker"], env=env,
-                                      cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    from distributed import Client
-
-    with Client(address, timeout=30) as client:
-        client.wait_for_workers(2, timeout=60)
-    return address, processes
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--acquisitions", type=int, default=12)
@@ -99,10 +78,11 @@ def main():
     if args.child:
         child(args.child[0], args.acquisitions, args.child[1], args.child[2])
         return
+    from dask_tasks import separate_cluster
+
     runs = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory(prefix="bench-dask-") as work:
-        address, cluster = start_cluster(work)
-        try:
+        with separate_cluster(work, workers=2) as address:
             for number in range(args.rounds):
                 for mode in MODES:  # alternating, so a busy moment hits every mode alike
                     folder = Path(work) / f"{mode}-{number}"
@@ -114,10 +94,6 @@ def main():
                         sys.exit(f"{mode} failed:\n{output.stderr[-3000:]}")
                     runs[mode].append(json.loads(lines[-1]))
                     print(f"  round {number + 1} {mode}: {runs[mode][-1]['seconds']:.1f} s", flush=True)
-        finally:
-            for process in reversed(cluster):
-                process.terminate()
-                process.wait(timeout=30)
     reference = statistics.median(run["seconds"] for run in runs["process"])
     print(f"\n{args.acquisitions} acquisitions, {os.cpu_count()} cores, {args.rounds} round(s); speed-up = "
           "in-process median / mode median")

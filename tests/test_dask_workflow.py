@@ -2,11 +2,6 @@
 in-process run gives: on a local cluster, and on a scheduler + worker started as separate processes
 (the worker gets the plugin's core by upload, as a team's cluster would)."""
 
-import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +11,7 @@ import rasterio
 pytest.importorskip("distributed")
 
 from acquisitions import date_range, dated_copies  # noqa: E402
+from dask_tasks import separate_cluster  # noqa: E402
 
 AREA = "-8.74,-8.62,53.09,53.16 [EPSG:4326]"
 SUFFIXES = ("", "_mask", "_cloud", "_shadow", "_improved_mask", "_classes")
@@ -66,29 +62,6 @@ def test_local_cluster_equals_in_process(s2masks_provider, pc_double, tmp_path):
 def test_scheduler_and_worker_started_apart_equal_in_process(s2masks_provider, pc_double, tmp_path):
     dated_copies(pc_double, 2)
     expected = run(pc_double, tmp_path / "process", 2)
-    scheduler_file = tmp_path / "scheduler.json"
-    env = dict(os.environ, PYTHONPATH="")  # the worker knows nothing of the plugin: it gets core/ by upload
-    dask = str(Path(sys.executable).parent / "dask")
-    processes = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                   "--scheduler-file", str(scheduler_file)], env=env, cwd=tmp_path,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    try:
-        for _ in range(300):
-            if scheduler_file.exists() and scheduler_file.stat().st_size:
-                break
-            time.sleep(0.1)
-        address = json.loads(scheduler_file.read_text())["address"]
-        processes.append(subprocess.Popen([dask, "worker", address, "--nworkers", "1", "--nthreads", "1",
-                                           "--no-dashboard", "--local-directory", str(tmp_path / "worker")],
-                                          env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL))
-        from distributed import Client
-
-        with Client(address, timeout=30) as client:
-            client.wait_for_workers(1, timeout=60)
+    with separate_cluster(tmp_path) as address:  # the worker knows nothing of the plugin: it gets core/ by upload
         actual = run(pc_double, tmp_path / "remote", 2, EXECUTOR=2, DASK_ADDRESS=address)
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-            process.wait(timeout=30)
     assert_same_outputs(expected, actual)

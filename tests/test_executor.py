@@ -2,10 +2,6 @@
 processes on loopback, as a team's cluster would be. Worker deaths, failing tasks and Cancel."""
 
 import os
-import shutil
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -71,41 +67,12 @@ def test_cancel_returns_promptly_and_keeps_what_finished():
 
 def test_scheduler_and_worker_started_apart(tmp_path):
     """`dask scheduler` and `dask worker` as separate processes; the worker gets the task code by upload."""
-    scheduler_file = tmp_path / "scheduler.json"
-    env = dict(os.environ, PYTHONPATH="")  # the worker knows nothing of the tests or the plugin
-    bin_dir = Path(sys.executable).parent
-    scheduler = subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
-                                  "--no-dashboard", "--scheduler-file", str(scheduler_file)],
-                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
-    worker = None
-    try:
-        for _ in range(200):
-            if scheduler_file.exists() and scheduler_file.stat().st_size:
-                break
-            time.sleep(0.1)
-        import json
-
-        address = json.loads(scheduler_file.read_text())["address"]
-        worker = subprocess.Popen([str(bin_dir / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "1",
-                                   "--no-dashboard", "--local-directory", str(tmp_path / "worker")],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    with dask_tasks.separate_cluster(tmp_path) as address:
         spec = executor.ExecutorSpec(kind=executor.SCHEDULER, address=address, upload=(str(TESTS / "dask_tasks.py"),))
         lines = []
-        for _ in range(100):  # the worker registers within a few seconds
-            try:
-                outcomes = executor.run_tasks(dask_tasks.square, [("b1", {"x": 7}), ("b2", {"x": 8})], spec,
-                                              log=lines.append)
-                break
-            except executor.ExecutorError as err:
-                assert "has no worker" in str(err)
-                time.sleep(0.2)
-        assert [o.result["x"] for o in outcomes] == [49, 64]
-        assert f"Dask scheduler: {address}." in lines and "The scheduler has 1 worker(s)." in lines
-    finally:
-        for process in (worker, scheduler):
-            if process is not None:
-                process.terminate()
-                process.wait(timeout=30)
+        outcomes = executor.run_tasks(dask_tasks.square, [("b1", {"x": 7}), ("b2", {"x": 8})], spec, log=lines.append)
+    assert [o.result["x"] for o in outcomes] == [49, 64]
+    assert f"Dask scheduler: {address}." in lines and "The scheduler has 1 worker(s)." in lines
 
 
 def test_unreachable_scheduler_fails_in_bounded_time_naming_the_address():
