@@ -44,6 +44,10 @@ BLOCK_CACHE_HEADROOM_BYTES = 96 * 1024 * 1024
 # GDAL's block cache while publishing: the uncompressed source is read from the page cache, so a
 # small cache costs no time and keeps a whole tile's peak memory low.
 PUBLISH_CACHE_BYTES = 64 * 1024 * 1024
+# Overviews only where they help drawing: down to a screen's size. GDAL's COG driver would go on
+# to one 512 px block, but QGIS draws a raster up to 1024 px a side from its full resolution in at
+# most four blocks, and that overview costs a quarter more compression (0.3 s for a 10 km stack).
+OVERVIEW_FIT = 1024
 
 # Product mask codes (uint8), from the scene classification (SCL).
 MASK_CLEAR, MASK_OPAQUE, MASK_CIRRUS, MASK_INVALID, MASK_SHADOW, MASK_NODATA = 0, 1, 2, 3, 4, 255
@@ -533,6 +537,8 @@ def publish_cog(source, target, overview_resampling, should_cancel=None):
     """Converts to a COG next to the target, then renames: readers never see a partial file.
 
     The one compression of the pixels, on every CPU; `should_cancel` (if given) interrupts it.
+    Overviews halve the raster until it fits in OVERVIEW_FIT pixels a side; a raster that fits
+    already has none.
     """
     from osgeo import gdal
 
@@ -546,11 +552,14 @@ def publish_cog(source, target, overview_resampling, should_cancel=None):
         callback = lambda complete, message, data: 0 if should_cancel() else 1  # noqa: E731
         try:
             dataset = gdal.Open(str(source), gdal.GA_Update)
-            if not dataset.GetMetadataItem("COMPRESSION", "IMAGE_STRUCTURE") and not dataset.GetRasterBand(
+            factors = _overview_factors(dataset)
+            if not factors:
+                options.append("OVERVIEWS=NONE")
+            elif not dataset.GetMetadataItem("COMPRESSION", "IMAGE_STRUCTURE") and not dataset.GetRasterBand(
                     1).GetOverviewCount():
                 # In the uncompressed source the overviews cost no compression; the COG driver then
-                # copies them, and every pixel is compressed once (the driver's own levels, same values).
-                dataset.BuildOverviews(overview_resampling.upper(), _overview_factors(dataset), callback=callback)
+                # copies them, and every pixel is compressed once (the driver's values).
+                dataset.BuildOverviews(overview_resampling.upper(), factors, callback=callback)
             written = None if should_cancel() else gdal.GetDriverByName("COG").CreateCopy(
                 str(partial), dataset, strict=0, options=options, callback=callback)
             failure = gdal.GetLastErrorMsg()
@@ -572,10 +581,10 @@ def publish_cog(source, target, overview_resampling, should_cancel=None):
         Path(str(partial) + ".aux.xml").unlink(missing_ok=True)
 
 
-def _overview_factors(dataset, block=512):
-    """The overview levels GDAL's COG driver makes: halving until the image fits in one block."""
+def _overview_factors(dataset, fit=OVERVIEW_FIT):
+    """Overview levels: halving until the image fits in `fit` pixels a side."""
     factors, factor = [], 1
-    while -(-dataset.RasterXSize // factor) > block or -(-dataset.RasterYSize // factor) > block:
+    while -(-dataset.RasterXSize // factor) > fit or -(-dataset.RasterYSize // factor) > fit:
         factor *= 2
         factors.append(factor)
     return factors

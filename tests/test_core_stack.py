@@ -266,24 +266,35 @@ def _write_raw(path, data):
         dst.write(data)
 
 
-def test_published_cog_has_the_cog_drivers_own_overviews(tmp_path):
+def test_published_cog_has_the_cog_drivers_overview_values_down_to_a_screen(tmp_path):
     """publish_cog builds the overviews in the uncompressed intermediate file (so that each pixel is
-    compressed once): the same levels and values as GDAL's COG driver makes by itself."""
+    compressed once): the same values as GDAL's COG driver makes by itself, but only down to
+    OVERVIEW_FIT (1024) pixels a side, where the driver goes on to one 512 px block."""
     import rasterio.shutil
 
-    data = np.random.default_rng(5).integers(0, 12000, (3, 1100, 1500)).astype(np.uint16)
+    data = np.random.default_rng(5).integers(0, 12000, (3, 1100, 2500)).astype(np.uint16)
     _write_raw(tmp_path / "raw.tif", data)
     rasterio.shutil.copy(tmp_path / "raw.tif", tmp_path / "driver.tif", driver="COG", compress="DEFLATE", predictor=2,
                          blocksize=512, overview_resampling="average")
     stack.publish_cog(tmp_path / "raw.tif", tmp_path / "published.tif", "average")
     with rasterio.open(tmp_path / "published.tif") as ours, rasterio.open(tmp_path / "driver.tif") as driver:
         assert ours.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
-        assert ours.overviews(1) == driver.overviews(1) == [2, 4]
+        assert (ours.overviews(1), driver.overviews(1)) == ([2, 4], [2, 4, 8])
         assert (ours.read() == data).all()
     for level in (0, 1):
         with rasterio.open(tmp_path / "published.tif", OVERVIEW_LEVEL=level) as ours, \
                 rasterio.open(tmp_path / "driver.tif", OVERVIEW_LEVEL=level) as driver:
             assert (ours.read() == driver.read()).all()
+
+
+def test_a_cog_that_fits_on_a_screen_has_no_overviews(tmp_path):
+    data = np.random.default_rng(6).integers(0, 12000, (2, 1024, 1000)).astype(np.uint16)
+    _write_raw(tmp_path / "raw.tif", data)
+    stack.publish_cog(tmp_path / "raw.tif", tmp_path / "published.tif", "average")
+    with rasterio.open(tmp_path / "published.tif") as ours:
+        assert ours.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert ours.overviews(1) == []
+        assert (ours.read() == data).all()
 
 
 def test_cancel_while_publishing_leaves_nothing(tmp_path):
