@@ -35,8 +35,9 @@ RESAMPLING_METHODS = ("bilinear", "nearest", "cubic")  # rasterio.enums.Resampli
 # Source pixels read beyond a block's edge so that the resampling kernel has its neighbours.
 MARGIN = {"nearest": 1, "bilinear": 2, "cubic": 3}
 REFLECTANCE_SCALE = 1e-4
-# GDAL's block cache while stacking: grown to hold three source block rows of every band
-# plus BLOCK_CACHE_HEADROOM_BYTES (a whole tile: about 500 MB), never beyond this.
+# GDAL's block cache while stacking: grown to hold two or three source block rows of every band
+# (see _BandReader._grow_block_cache) plus BLOCK_CACHE_HEADROOM_BYTES (a whole tile: about 400 MB),
+# never beyond this.
 MAX_BLOCK_CACHE_BYTES = 640 * 1024 * 1024
 # Beyond those rows: the block being written, and the next row's first blocks read ahead (without
 # it, LRU eviction re-fetched up to 25% of a whole tile's bytes, depending on thread timing).
@@ -379,16 +380,20 @@ class _BandReader:
 
         asset = item.bands[name]
         item_crs = rasterio.crs.CRS.from_epsg(item.epsg)
+        destination = np.zeros((block_grid.height, block_grid.width), dtype=dtype)
+        origin = _pixel_shift(Affine(*asset.transform), item_crs, block_grid)
+        if origin is not None:  # the block lies on the source's own grid: its pixels as they are
+            window = _block_window(origin, block_grid, asset.shape)  # no margin: nothing is resampled
+            if window is None:
+                return None
+            raw = self._raw_window(item, name, window, cached_rows=2)
+            _paste(raw, destination, origin[0] - window.col_off, origin[1] - window.row_off)
+            return destination
         window = cogread.source_window(asset, block_grid.bounds, block_grid.crs, item_crs, MARGIN[method])
         if window is None:
             return None
-        raw = self._raw_window(item, name, window)
-        destination = np.zeros((block_grid.height, block_grid.width), dtype=dtype)
+        raw = self._raw_window(item, name, window, cached_rows=3)
         window_transform = offset_transform(Affine(*asset.transform), window.col_off, window.row_off)
-        shift = _pixel_shift(window_transform, item_crs, block_grid)
-        if shift is not None:  # the block lies on the source's own grid: its pixels as they are
-            _paste(raw, destination, *shift)
-            return destination
         with warnings.catch_warnings():  # rasterio 1.3 warns on plain arrays despite the transforms given
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             reproject(raw, destination, src_transform=window_transform, src_crs=item_crs, src_nodata=0,
@@ -396,7 +401,7 @@ class _BandReader:
                       resampling=resampling(method))
         return destination
 
-    def _raw_window(self, item, name, window):
+    def _raw_window(self, item, name, window, cached_rows):
         asset = item.bands[name]
         cached = self.cache.get(asset.href, window)
         if cached is not None:
@@ -406,17 +411,17 @@ class _BandReader:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             try:
-                data = self._read(item, name, window)
+                data = self._read(item, name, window, cached_rows)
             except cogread.DownloadError as err:
                 if not (cogread.is_access_error(err) and _is_signable(asset.href)):
                     raise
                 # an expired or refused SAS token: sign once more with a fresh token, then give up
                 self._drop(key)
-                data = self._read(item, name, window, fresh=True)
+                data = self._read(item, name, window, cached_rows, fresh=True)
         self.cache.put(asset.href, window, data)
         return data
 
-    def _read(self, item, name, window, fresh=False):
+    def _read(self, item, name, window, cached_rows, fresh=False):
         from rasterio.transform import Affine
 
         key, label = (item.id, name), f"Band {name} of {item.id}"
@@ -426,7 +431,7 @@ class _BandReader:
             dataset = cogread.open_band(href, Affine(*item.bands[name].transform), label)
             with self._guard:
                 self._datasets[key] = dataset
-                self._grow_block_cache(dataset)
+                self._grow_block_cache(dataset, cached_rows)
         return cogread.read_from(dataset, href, window, label)
 
     def _drop(self, key):
@@ -435,14 +440,15 @@ class _BandReader:
         if dataset is not None:
             dataset.close()
 
-    def _grow_block_cache(self, dataset):
-        """GDAL's block cache holds three source block rows of every open band (the rows the
-        current output block row, its resampling margin and the next output row need)."""
+    def _grow_block_cache(self, dataset, rows):
+        """GDAL's block cache holds `rows` source block rows of the band: three where it is resampled
+        (the rows the current output block row, its resampling margin and the next output row
+        need), two where its pixels are copied (an output block row spans two source block rows)."""
         from osgeo import gdal
 
         block_rows, _ = dataset.block_shapes[0]
         row_bytes = dataset.width * block_rows * np.dtype(dataset.dtypes[0]).itemsize
-        self._cache_bytes += 3 * row_bytes
+        self._cache_bytes += rows * row_bytes
         wanted = self._cache_bytes + BLOCK_CACHE_HEADROOM_BYTES
         gdal.SetCacheMax(max(cogread.BLOCK_CACHE_BYTES, min(wanted, MAX_BLOCK_CACHE_BYTES)))
 
@@ -474,6 +480,18 @@ def _pixel_shift(source_transform, source_crs, block_grid):
     if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
         return None
     return int(round(col)), int(round(row))
+
+
+def _block_window(origin, block_grid, shape):
+    """The source window of a block at (column, row) `origin` on the source's grid, clipped to the
+    source's `shape` (rows, columns), or None when they do not overlap."""
+    from rasterio.windows import Window
+
+    col0, row0 = max(0, origin[0]), max(0, origin[1])
+    col1, row1 = min(shape[1], origin[0] + block_grid.width), min(shape[0], origin[1] + block_grid.height)
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return Window(col0, row0, col1 - col0, row1 - row0)
 
 
 def _paste(source, destination, col, row):
