@@ -21,6 +21,7 @@ earlier version: DIR/<case>/s2.tif, mask.tif), the plugin's outputs are compared
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -77,6 +78,7 @@ def child_core(job):
 
 
 def child_algorithm(job):
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no display needed
     from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback
 
     QgsApplication.setPrefixPath("/usr", True)
@@ -153,9 +155,10 @@ def run_child(job):
 
 # -- parent -----------------------------------------------------------------------------------------
 
-def compare(path, reference):
+def compare(path, reference, adjust=None):
     """Max |difference| and count of differing values of a raster against a reference whose grid
-    holds it (the same pixel size, an origin a whole number of pixels away)."""
+    holds it (the same pixel size, an origin a whole number of pixels away); `adjust` maps the
+    raster's values first."""
     from rasterio.windows import Window
 
     with rasterio.open(path) as a, rasterio.open(reference) as b:
@@ -167,7 +170,8 @@ def compare(path, reference):
         worst, differing = 0, 0
         for _, window in a.block_windows(1):
             shifted = Window(window.col_off + col, window.row_off + row, window.width, window.height)
-            x, y = a.read(window=window).astype(np.int32), b.read(window=shifted).astype(np.int32)
+            x, y = a.read(window=window), b.read(window=shifted)
+            x, y = (adjust(x) if adjust else x).astype(np.int32), y.astype(np.int32)
             worst = max(worst, int(np.abs(x - y).max()))
             differing += int((x != y).sum())
         where = f" (at column {col}, row {row} of the reference's {b.width}x{b.height})" if (col, row) != (0, 0) \
@@ -194,6 +198,7 @@ def main():
     from pc_server import PlanetaryComputerDouble
 
     from s2masks.core import grid as grids
+    from s2masks.core import records, stack
     from s2masks.core.records import S2_BANDS
 
     work = Path(tempfile.mkdtemp(prefix="bench-vs-odc-", dir="/tmp"))
@@ -236,9 +241,12 @@ def main():
                         for name in ("s2.tif", "mask.tif"):
                             shutil.copy(out / name, args.keep / case / name)
                     if engine == "odc" and "core" in args.engines and run == args.runs - 1:
-                        plugin = work / f"{case}-core-{run}" / "s2.tif"
-                        if plugin.exists():
-                            print(f"      odc-stac s2.tif vs plugin's: {compare(out / 's2.tif', plugin)}")
+                        runs = [work / f"{case}-core-{number}" / "s2.tif" for number in range(run, -1, -1)]
+                        plugin = next((path for path in runs if path.exists()), None)
+                        if plugin:  # odc-stac keeps the product's offset, which the plugin removes
+                            offset = records.parse_item(item).reflectance_offset
+                            same = compare(out / "s2.tif", plugin, lambda dn: stack.harmonise(dn, offset))
+                            print(f"      odc-stac s2.tif (offset {offset} removed) vs plugin's: {same}")
                     shutil.rmtree(out / "cache", ignore_errors=True)
             if args.per_file and "odc" in per_file:
                 for engine in set(per_file) - {"odc"}:
