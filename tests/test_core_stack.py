@@ -259,6 +259,34 @@ def test_every_source_byte_is_fetched_once(pc_double, item, tmp_path):
     assert fetched <= 1.05 * distinct
 
 
+def test_blocks_on_a_bands_own_grid_read_exactly_their_pixels(item, tmp_path, monkeypatch):
+    """10 m bands on the output's grid are copied: each block reads its own pixels, no resampling
+    margin reaching into the neighbouring source blocks; 20 m bands keep the bilinear margin."""
+    reads = []
+    original = stack._BandReader._read
+
+    def record(self, item, name, window, *args, **kwargs):
+        reads.append((name, window))
+        return original(self, item, name, window, *args, **kwargs)
+
+    monkeypatch.setattr(stack._BandReader, "_read", record)
+    grid = grids.output_grid(AREA)
+    result = run_stack([item], tmp_path, block_size=256)
+    blocks = sorted((int(b.width), int(b.height)) for b in grid.blocks(256))
+    for name in ("B02", "B03", "B04", "B08"):
+        assert sorted((int(w.width), int(w.height)) for band, w in reads if band == name) == blocks
+        assert _overlapping_pairs([w for band, w in reads if band == name]) == 0
+    assert _overlapping_pairs([w for band, w in reads if band == "B05"]) > 0  # margins reach across blocks
+    with rasterio.open(result.raster) as out:
+        assert out.read(2).all()
+
+
+def _overlapping_pairs(windows):
+    return sum(1 for i, a in enumerate(windows) for b in windows[i + 1:]
+               if a.col_off < b.col_off + b.width and b.col_off < a.col_off + a.width
+               and a.row_off < b.row_off + b.height and b.row_off < a.row_off + a.height)
+
+
 def _write_raw(path, data):
     with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
                        dtype=data.dtype, crs="EPSG:32629", transform=rasterio.transform.from_origin(500000, 5900000, 10, 10),
