@@ -13,7 +13,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core import geometry, grid, records, search, stack
+from ..core import geometry, grid, pipeline, records, search, stack
 from . import footprints, styles
 from .layers import load_on_completion
 from .base import S2MasksAlgorithm
@@ -90,8 +90,9 @@ class DownloadStackSentinel2(S2MasksAlgorithm):
             name = stack.acquisition_name(group)
             tiles = ", ".join(item.mgrs_tile for item in group)
             feedback.pushInfo(f"Acquisition {number + 1}/{len(groups)}: {name} (tiles {tiles})")
+            paths = pipeline.output_paths(str(folder), name)  # the names the whole workflow gives them
             result = self.run_core(
-                stack.stack_acquisition, group, area, target_grid, folder / f"{name}.tif", folder / f"{name}_mask.tif",
+                stack.stack_acquisition, group, area, target_grid, paths["raster"], paths["product_mask"],
                 options, progress=_progress(feedback, number, len(groups)), should_cancel=feedback.isCanceled)
             styles.write_true_colour_style(result.raster)
             styles.write_palette_style(result.mask, stack.MASK_CATEGORIES, transparent=(stack.MASK_CLEAR,),
