@@ -3,8 +3,8 @@ whether it is loaded by the algorithm, dragged in later, or opened on another ma
 
 A style depends on a raster's bands (count, data type, scale), not on its pixels: it is made on a
 two-pixel stand-in with the same bands. Opening the raster itself would make QGIS compute a
-histogram for its default stretch first - 0.2 s for a 10 km stack, minutes for a whole tile - and
-leave a large .aux.xml next to the output.
+histogram for its default stretch first (0.2 s for a 10 km stack, 1 s for a whole tile) and leave
+it next to the output in a .aux.xml file of 0.7-1.5 MB.
 """
 
 import uuid
