@@ -15,7 +15,8 @@ Each run is a child process (peak memory = its VmHWM); runs alternate between th
 fetched are the bytes the double served during the run. With --reference DIR (files written by an
 earlier version: DIR/<case>/s2.tif, mask.tif), the plugin's outputs are compared pixel by pixel.
 
-    .venv/bin/python bench/bench_stack_vs_odc.py --odc-python /path/to/python --runs 3
+    python3 -m venv --system-site-packages /tmp/odc && /tmp/odc/bin/pip install odc-stac==0.5.3 dask  # once
+    .venv/bin/python bench/bench_stack_vs_odc.py --odc-python /tmp/odc/bin/python --runs 3
     .venv/bin/python bench/bench_stack_vs_odc.py --cases 10km --engines core --keep DIR   # reference files
 """
 
