@@ -49,6 +49,12 @@ PUBLISH_CACHE_BYTES = 64 * 1024 * 1024
 # to one 512 px block, but QGIS draws a raster up to 1024 px a side from its full resolution in at
 # most four blocks, and that overview costs a quarter more compression (0.3 s for a 10 km stack).
 OVERVIEW_FIT = 1024
+# Share of publish_cog's progress that building the overviews takes (a whole tile's stack: 19%).
+OVERVIEW_SHARE = 0.2
+# Shares of a stacking step's progress bar: reading and resampling, then the stack's COG, then the
+# mask's. A whole tile spends 38% of its time reading, 60% on the stack's COG (compressing 12 bands
+# on the CPUs), 2% on the mask's: bench/bench_stack_phases.py.
+READ_SHARE, RASTER_WRITE_SHARE = 0.4, 0.58
 
 # Product mask codes (uint8), from the scene classification (SCL).
 MASK_CLEAR, MASK_OPAQUE, MASK_CIRRUS, MASK_INVALID, MASK_SHADOW, MASK_NODATA = 0, 1, 2, 3, 4, 255
@@ -172,11 +178,15 @@ def stack_acquisition(items, area_wgs84, grid, raster_path, mask_path, options, 
     work = tempfiles.work_folder(raster_path.parent, "stacking")
     try:
         raster_tmp, mask_tmp = Path(work) / "raster.tif", Path(work) / "mask.tif"
-        valid = _stream_blocks(grid, reader, raster_tmp, mask_tmp, options, progress, should_cancel)
+        valid = _stream_blocks(grid, reader, raster_tmp, mask_tmp, options,
+                               lambda fraction, message: progress(READ_SHARE * fraction, message), should_cancel)
         describe_outputs(raster_tmp, mask_tmp, [i.id for i in ordered], [i.processing_baseline for i in ordered],
                          shadows.mean_sun((i.sun_azimuth, i.sun_zenith) for i in ordered))
-        publish_cog(raster_tmp, raster_path, "average", should_cancel)
-        publish_cog(mask_tmp, mask_path, "nearest", should_cancel)
+        mask_start = READ_SHARE + RASTER_WRITE_SHARE
+        publish_cog(raster_tmp, raster_path, "average", should_cancel,
+                    lambda fraction: progress(READ_SHARE + RASTER_WRITE_SHARE * fraction, "writing the stack's COG"))
+        publish_cog(mask_tmp, mask_path, "nearest", should_cancel,
+                    lambda fraction: progress(mask_start + (1 - mask_start) * fraction, "writing the mask's COG"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return StackResult(raster_path, mask_path, tuple(ordered), valid)
@@ -551,23 +561,33 @@ def describe_classes(path, description, categories, nodata_code=None, **tags):
     dataset = None
 
 
-def publish_cog(source, target, overview_resampling, should_cancel=None):
+def publish_cog(source, target, overview_resampling, should_cancel=None, progress=None):
     """Converts to a COG next to the target, then renames: readers never see a partial file.
 
-    The one compression of the pixels, on every CPU; `should_cancel` (if given) interrupts it.
-    Overviews halve the raster until it fits in OVERVIEW_FIT pixels a side; a raster that fits
-    already has none.
+    The one compression of the pixels, on every CPU; `should_cancel` (if given) interrupts it and
+    `progress` (if given) is called with the fraction done. Overviews halve the raster until it fits
+    in OVERVIEW_FIT pixels a side; a raster that fits already has none.
     """
     from osgeo import gdal
 
     should_cancel = should_cancel or (lambda: False)
+    progress = progress or (lambda fraction: None)
+
+    def callback_for(start, share):
+        def callback(complete, message, data):
+            if should_cancel():
+                return 0
+            progress(start + share * complete)
+            return 1
+        return callback
+
     partial = target.with_name(f".{target.name}.partial")
     options = ["COMPRESS=DEFLATE", "PREDICTOR=2", "BLOCKSIZE=512", f"OVERVIEW_RESAMPLING={overview_resampling.upper()}",
                "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS"]
     try:
         previous = gdal.GetCacheMax()
         gdal.SetCacheMax(PUBLISH_CACHE_BYTES)
-        callback = lambda complete, message, data: 0 if should_cancel() else 1  # noqa: E731
+        copy_start = 0.0
         try:
             dataset = gdal.Open(str(source), gdal.GA_Update)
             factors = _overview_factors(dataset)
@@ -577,9 +597,10 @@ def publish_cog(source, target, overview_resampling, should_cancel=None):
                     1).GetOverviewCount():
                 # In the uncompressed source the overviews cost no compression; the COG driver then
                 # copies them, and every pixel is compressed once (the driver's values).
-                dataset.BuildOverviews(overview_resampling.upper(), factors, callback=callback)
+                copy_start = OVERVIEW_SHARE
+                dataset.BuildOverviews(overview_resampling.upper(), factors, callback=callback_for(0, copy_start))
             written = None if should_cancel() else gdal.GetDriverByName("COG").CreateCopy(
-                str(partial), dataset, strict=0, options=options, callback=callback)
+                str(partial), dataset, strict=0, options=options, callback=callback_for(copy_start, 1 - copy_start))
             failure = gdal.GetLastErrorMsg()
         except RuntimeError as err:  # when osgeo.gdal.UseExceptions() is on
             written, failure = None, str(err)

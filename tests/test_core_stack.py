@@ -325,6 +325,30 @@ def test_a_cog_that_fits_on_a_screen_has_no_overviews(tmp_path):
         assert (ours.read() == data).all()
 
 
+def test_publishing_reports_its_progress_up_to_one(tmp_path):
+    """The overviews, then the compression, each move the fraction on, never back."""
+    _write_raw(tmp_path / "raw.tif", np.random.default_rng(7).integers(0, 12000, (3, 1100, 2500)).astype(np.uint16))
+    fractions = []
+    stack.publish_cog(tmp_path / "raw.tif", tmp_path / "published.tif", "average", progress=fractions.append)
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert any(0 < f < stack.OVERVIEW_SHARE for f in fractions) and any(stack.OVERVIEW_SHARE < f < 1 for f in fractions)
+
+
+def test_stacking_progress_goes_on_while_the_cogs_are_written(item, tmp_path):
+    """Reading fills READ_SHARE of the bar; writing the two COGs fills the rest, to 100%."""
+    grid = grids.output_grid(AREA)
+    steps = []
+    stack.stack_acquisition([item], AREA, grid, tmp_path / "s2.tif", tmp_path / "mask.tif",
+                            stack.StackOptions(cache_dir=tmp_path / "cache"),
+                            progress=lambda fraction, message: steps.append((fraction, message)))
+    fractions = [fraction for fraction, _ in steps]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    reading = [fraction for fraction, message in steps if message.startswith("block")]
+    assert reading[-1] == pytest.approx(stack.READ_SHARE)
+    assert {message for fraction, message in steps if fraction > stack.READ_SHARE} == {
+        "writing the stack's COG", "writing the mask's COG"}
+
+
 def test_cancel_while_publishing_leaves_nothing(tmp_path):
     _write_raw(tmp_path / "raw.tif", np.ones((2, 600, 700), dtype=np.uint16))
     with pytest.raises(Cancelled):
