@@ -5,9 +5,11 @@ own 10 m grid with core.stack.stack_acquisition (the algorithm runs the same fun
 
 1. one uncancelled run: seconds spent reading and resampling, building the stack's overviews,
    compressing its COG and the mask's, each as a share of the whole (what READ_SHARE,
-   RASTER_WRITE_SHARE and OVERVIEW_SHARE in core/stack.py rest on);
-2. Cancel at moments in each phase: seconds from Cancel to the call's return, and whether any file
-   is left in the output folder.
+   MASK_WRITE_SHARE and OVERVIEW_SHARE in core/stack.py rest on);
+2. Merge orbits (core.merge.merge_stacks) of that stack alone: seconds mosaicking the blocks and
+   writing the COGs (what MERGE_SHARE in core/merge.py rests on);
+3. Cancel at moments in each phase of stacking: seconds from Cancel to the call's return, and
+   whether any file is left in the output folder.
 
     .venv/bin/python bench/bench_stack_phases.py
     .venv/bin/python bench/bench_stack_phases.py --cancel-only --reading-at 5 20 --writing-at 1 3
@@ -69,10 +71,10 @@ def phases(item, area, grid, work):
     if run.error:
         raise run.error
     writing, mask = run.first("writing the stack"), run.first("writing the mask")
+    raster_share = (1 - stack.READ_SHARE) * (1 - stack.MASK_WRITE_SHARE)
     overviews_done = next((moment for moment, fraction, message in run.steps
                            if message.startswith("writing the stack")
-                           and fraction >= stack.READ_SHARE + stack.RASTER_WRITE_SHARE * stack.OVERVIEW_SHARE),
-                          writing)
+                           and fraction >= stack.READ_SHARE + raster_share * stack.OVERVIEW_SHARE), writing)
     total = end - run.start
     rows = [("reading and resampling", writing - run.start), ("stack's overviews", overviews_done - writing),
             ("stack's COG", mask - overviews_done), ("mask's overviews and COG", end - mask)]
@@ -80,8 +82,24 @@ def phases(item, area, grid, work):
     for name, seconds in rows:
         print(f"  {name:26s} {seconds:6.1f} s  {seconds / total:6.1%}")
     print(f"  share of the stack's writing spent on overviews: {rows[1][1] / (rows[1][1] + rows[2][1]):.1%}")
-    print(f"  (core/stack.py: READ_SHARE {stack.READ_SHARE}, RASTER_WRITE_SHARE {stack.RASTER_WRITE_SHARE}, "
+    print(f"  share of the writing spent on the mask: {rows[3][1] / (total - rows[0][1]):.1%}")
+    print(f"  (core/stack.py: READ_SHARE {stack.READ_SHARE}, MASK_WRITE_SHARE {stack.MASK_WRITE_SHARE}, "
           f"OVERVIEW_SHARE {stack.OVERVIEW_SHARE})")
+
+
+def merge_phases(work):
+    from s2masks.core import merge
+
+    stacked = work / "phases" / "out"
+    steps = []
+    start = time.monotonic()
+    merge.merge_stacks([stacked / "s2.tif"], [stacked / "mask.tif"], work / "merged" / "s2.tif",
+                       work / "merged" / "mask.tif", progress=lambda *step: steps.append((time.monotonic(), *step)))
+    end = time.monotonic()
+    writing = next(moment for moment, _, message in steps if message.startswith("writing"))
+    print(f"Merge orbits of that stack: {end - start:.1f} s; mosaicking the blocks {writing - start:.1f} s "
+          f"({(writing - start) / (end - start):.1%}), writing the COGs {end - writing:.1f} s "
+          f"(core/merge.py: MERGE_SHARE {merge.MERGE_SHARE})")
 
 
 def cancel_at(item, area, grid, work, phase, delay):
@@ -123,6 +141,7 @@ def main():
         print(f"Whole tile: grid {grid.width} x {grid.height} px", flush=True)
         if not args.cancel_only:
             phases(item, area, grid, Path(work))
+            merge_phases(Path(work))
         print("Cancel:")
         for delay in args.reading_at:
             cancel_at(item, area, grid, Path(work), "block", delay)

@@ -43,7 +43,7 @@ from . import shadows, tempfiles
 from .errors import Cancelled, InputError
 from .grid import Grid
 from .models import FARMVIBES_THRESHOLDS, TAG_MODEL, TAG_RULE, TAG_TARGET, TAG_THRESHOLD
-from .stack import MASK_CATEGORIES, MASK_NODATA, check_writable, describe_classes, publish_cog
+from .stack import MASK_CATEGORIES, MASK_NODATA, check_writable, describe_classes, publishing, write_cog
 
 CLEAR, CLOUD, SHADOW, NODATA = 0, 1, 2, 255
 # "Cloud" in FarmVibes' sense (anything masked), drawn magenta so it stands out from white clouds.
@@ -395,9 +395,9 @@ def merge_cloud_masks(product_mask, cloud_probability, shadow_probability, mask_
                 "pixels the rule flagged cloud shadow that no cloud of the raster can cast.")
         if statistics.percent(statistics.invalid) > options.max_nodata:
             raise InputError(_too_much_nodata(statistics, options))
-        publish_cog(work / "mask.tif", mask_path, "nearest")
-        if classes_path:
-            publish_cog(work / "classes.tif", Path(classes_path), "nearest")
+        with publishing(targets) as partials:
+            for source, partial in zip((work / "mask.tif", work / "classes.tif"), partials):
+                write_cog(source, partial, "nearest", should_cancel)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return statistics

@@ -24,7 +24,11 @@ from . import shadows, tempfiles
 from .errors import Cancelled, InputError
 from .grid import Grid
 from .records import S2_BANDS
-from .stack import MASK_NODATA, check_writable, describe_outputs, publish_cog
+from .stack import MASK_NODATA, IntermediateRaster, check_writable, describe_outputs, publish_outputs
+
+# Share of Merge's progress bar that mosaicking the blocks takes; the rest is writing the COGs
+# (a whole tile's stack merged alone: 35%, bench/bench_stack_phases.py).
+MERGE_SHARE = 0.35
 
 
 def union_grid(paths, crs=None):
@@ -131,8 +135,8 @@ def check_inputs(rasters, masks):
 
 
 def merge_stacks(rasters, masks, raster_path, mask_path, crs=None, block_size=1024, progress=None, should_cancel=None):
-    import rasterio
-
+    """Mosaics stacks and their product masks onto the union of their grids; returns that Grid.
+    Written once: uncompressed blocks, then one compression into COGs (publish_outputs)."""
     progress = progress or (lambda fraction, message: None)
     should_cancel = should_cancel or (lambda: False)
     check_inputs(rasters, masks)
@@ -141,22 +145,20 @@ def merge_stacks(rasters, masks, raster_path, mask_path, crs=None, block_size=10
     grid = union_grid(rasters, crs)
     work = tempfiles.work_folder(raster_path.parent, "merging")
     try:
-        profile = dict(driver="GTiff", width=grid.width, height=grid.height, crs=grid.crs, transform=grid.transform,
-                       tiled=True, blockxsize=512, blockysize=512, compress="DEFLATE", predictor=2)
         blocks = list(grid.blocks(block_size))
-        with rasterio.open(work / "raster.tif", "w", count=len(S2_BANDS), dtype="uint16", nodata=0, **profile) as out, \
-                rasterio.open(work / "mask.tif", "w", count=1, dtype="uint8", nodata=MASK_NODATA, **profile) as out_mask:
+        with IntermediateRaster(work / "raster.tif", grid, len(S2_BANDS), np.uint16, 0) as out, \
+                IntermediateRaster(work / "mask.tif", grid, 1, np.uint8, MASK_NODATA) as out_mask:
             for number, block in enumerate(blocks, start=1):
                 if should_cancel():
                     raise Cancelled("Merge cancelled.")
                 stack, mask = _merge_block(rasters, masks, grid, block)
-                out.write(stack, window=block)
-                out_mask.write(mask, 1, window=block)
-                progress(number / len(blocks), f"block {number}/{len(blocks)}")
+                out.write(stack, block)
+                out_mask.write(mask[None], block)
+                progress(MERGE_SHARE * number / len(blocks), f"block {number}/{len(blocks)}")
         products, baselines, sun = _provenance(rasters)
         describe_outputs(work / "raster.tif", work / "mask.tif", products, baselines, sun)
-        publish_cog(work / "raster.tif", raster_path, "average")
-        publish_cog(work / "mask.tif", mask_path, "nearest")
+        publish_outputs(work / "raster.tif", work / "mask.tif", raster_path, mask_path, MERGE_SHARE, progress,
+                        should_cancel)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return grid

@@ -20,6 +20,7 @@ import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as WaitTimeout  # not the built-in one before Python 3.11
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,12 +50,12 @@ PUBLISH_CACHE_BYTES = 64 * 1024 * 1024
 # to one 512 px block, but QGIS draws a raster up to 1024 px a side from its full resolution in at
 # most four blocks, and that overview costs a quarter more compression (0.3 s for a 10 km stack).
 OVERVIEW_FIT = 1024
-# Share of publish_cog's progress that building the overviews takes (a whole tile's stack: 19%).
+# Share of write_cog's progress that building the overviews takes (a whole tile's stack: 19%).
 OVERVIEW_SHARE = 0.2
-# Shares of a stacking step's progress bar: reading and resampling, then the stack's COG, then the
-# mask's. A whole tile spends 38% of its time reading, 60% on the stack's COG (compressing 12 bands
-# on the CPUs), 2% on the mask's: bench/bench_stack_phases.py.
-READ_SHARE, RASTER_WRITE_SHARE = 0.4, 0.58
+# Shares of a stacking step's progress bar: reading and resampling, then writing. A whole tile
+# spends 38% of its time reading, 60% on the stack's COG (compressing 12 bands on the CPUs) and 2%
+# on the mask's (bench/bench_stack_phases.py): MASK_WRITE_SHARE is the mask's share of the writing.
+READ_SHARE, MASK_WRITE_SHARE = 0.4, 0.03
 
 # Product mask codes (uint8), from the scene classification (SCL).
 MASK_CLEAR, MASK_OPAQUE, MASK_CIRRUS, MASK_INVALID, MASK_SHADOW, MASK_NODATA = 0, 1, 2, 3, 4, 255
@@ -182,19 +183,26 @@ def stack_acquisition(items, area_wgs84, grid, raster_path, mask_path, options, 
                                lambda fraction, message: progress(READ_SHARE * fraction, message), should_cancel)
         describe_outputs(raster_tmp, mask_tmp, [i.id for i in ordered], [i.processing_baseline for i in ordered],
                          shadows.mean_sun((i.sun_azimuth, i.sun_zenith) for i in ordered))
-        mask_start = READ_SHARE + RASTER_WRITE_SHARE
-        publish_cog(raster_tmp, raster_path, "average", should_cancel,
-                    lambda fraction: progress(READ_SHARE + RASTER_WRITE_SHARE * fraction, "writing the stack's COG"))
-        publish_cog(mask_tmp, mask_path, "nearest", should_cancel,
-                    lambda fraction: progress(mask_start + (1 - mask_start) * fraction, "writing the mask's COG"))
+        publish_outputs(raster_tmp, mask_tmp, raster_path, mask_path, READ_SHARE, progress, should_cancel)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return StackResult(raster_path, mask_path, tuple(ordered), valid)
 
 
+def publish_outputs(raster_tmp, mask_tmp, raster_path, mask_path, start, progress, should_cancel):
+    """Publishes a stack and its product mask as COGs; `progress` moves from `start` to 1. Both are
+    written before either is renamed into place: Cancel never leaves a stack without its mask."""
+    middle = 1 - (1 - start) * MASK_WRITE_SHARE
+    with publishing([raster_path, mask_path]) as partials:
+        write_cog(raster_tmp, partials[0], "average", should_cancel,
+                  lambda fraction: progress(start + (middle - start) * fraction, "writing the stack's COG"))
+        write_cog(mask_tmp, partials[1], "nearest", should_cancel,
+                  lambda fraction: progress(middle + (1 - middle) * fraction, "writing the mask's COG"))
+
+
 def _stream_blocks(grid, reader, raster_tmp, mask_tmp, options, progress, should_cancel):
     """Computes the blocks row by row (bands of one block in parallel, the next block's queued
-    behind them) and writes them in order to uncompressed tiled GeoTIFFs that publish_cog then
+    behind them) and writes them in order to uncompressed tiled GeoTIFFs that write_cog then
     compresses once."""
     import rasterio
 
@@ -207,8 +215,8 @@ def _stream_blocks(grid, reader, raster_tmp, mask_tmp, options, progress, should
     gdal_options = cogread.gdal_http_options(options.dl_timeout, options.attempts, options.backoff, options.proxies,
                                              urls)
     with rasterio.Env(**gdal_options), \
-            _Intermediate(raster_tmp, grid, len(S2_BANDS), np.uint16, 0) as raster, \
-            _Intermediate(mask_tmp, grid, 1, np.uint8, MASK_NODATA) as mask, \
+            IntermediateRaster(raster_tmp, grid, len(S2_BANDS), np.uint16, 0) as raster, \
+            IntermediateRaster(mask_tmp, grid, 1, np.uint8, MASK_NODATA) as mask, \
             reader, ThreadPoolExecutor(max_workers=max(1, options.threads)) as pool:
         def submit(block):
             return {name: pool.submit(_in_env, gdal_options, reader.mosaic, name, grid.sub_grid(block), should_cancel)
@@ -239,9 +247,10 @@ def _stream_blocks(grid, reader, raster_tmp, mask_tmp, options, progress, should
     return valid_pixels / float(grid.width * grid.height)
 
 
-class _Intermediate:
-    """An uncompressed tiled GeoTIFF written block by block, each block flushed to disk at once:
-    dirty blocks would otherwise fill GDAL's block cache and push out source blocks still needed."""
+class IntermediateRaster:
+    """An uncompressed tiled GeoTIFF written block by block, which write_cog then compresses once.
+    Each block is flushed to disk at once: dirty blocks would otherwise fill GDAL's block cache and
+    push out source blocks still needed."""
 
     def __init__(self, path, grid, count, dtype, nodata):
         from osgeo import gdal, gdal_array
@@ -561,8 +570,26 @@ def describe_classes(path, description, categories, nodata_code=None, **tags):
     dataset = None
 
 
-def publish_cog(source, target, overview_resampling, should_cancel=None, progress=None):
-    """Converts to a COG next to the target, then renames: readers never see a partial file.
+@contextmanager
+def publishing(targets):
+    """Yields a partial path next to each target, for write_cog; renames them all into place once
+    the block has written them, removes them otherwise: readers never see a partial file, and
+    Cancel or an error never leaves one output without the others."""
+    partials = [Path(target).with_name(f".{Path(target).name}.partial") for target in targets]
+    try:
+        yield partials
+        _release_freed_memory()
+        for partial, target in zip(partials, targets):
+            os.replace(partial, target)
+            _move_sidecar(partial, target)
+    finally:
+        for partial in partials:
+            partial.unlink(missing_ok=True)
+            Path(str(partial) + ".aux.xml").unlink(missing_ok=True)
+
+
+def write_cog(source, partial, overview_resampling, should_cancel=None, progress=None):
+    """Writes `source` as a COG at `partial` (a path from publishing).
 
     The one compression of the pixels, on every CPU; `should_cancel` (if given) interrupts it and
     `progress` (if given) is called with the fraction done. Overviews halve the raster until it fits
@@ -581,43 +608,36 @@ def publish_cog(source, target, overview_resampling, should_cancel=None, progres
             return 1
         return callback
 
-    partial = target.with_name(f".{target.name}.partial")
     options = ["COMPRESS=DEFLATE", "PREDICTOR=2", "BLOCKSIZE=512", f"OVERVIEW_RESAMPLING={overview_resampling.upper()}",
                "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS"]
+    previous = gdal.GetCacheMax()
+    gdal.SetCacheMax(PUBLISH_CACHE_BYTES)
+    copy_start = 0.0
     try:
-        previous = gdal.GetCacheMax()
-        gdal.SetCacheMax(PUBLISH_CACHE_BYTES)
-        copy_start = 0.0
-        try:
-            dataset = gdal.Open(str(source), gdal.GA_Update)
-            factors = _overview_factors(dataset)
-            if not factors:
-                options.append("OVERVIEWS=NONE")
-            elif not dataset.GetMetadataItem("COMPRESSION", "IMAGE_STRUCTURE") and not dataset.GetRasterBand(
-                    1).GetOverviewCount():
-                # In the uncompressed source the overviews cost no compression; the COG driver then
-                # copies them, and every pixel is compressed once (the driver's values).
-                copy_start = OVERVIEW_SHARE
-                dataset.BuildOverviews(overview_resampling.upper(), factors, callback=callback_for(0, copy_start))
-            written = None if should_cancel() else gdal.GetDriverByName("COG").CreateCopy(
-                str(partial), dataset, strict=0, options=options, callback=callback_for(copy_start, 1 - copy_start))
-            failure = gdal.GetLastErrorMsg()
-        except RuntimeError as err:  # when osgeo.gdal.UseExceptions() is on
-            written, failure = None, str(err)
-        finally:
-            dataset = None
-            gdal.SetCacheMax(previous)
-        if written is None:
-            if should_cancel():
-                raise Cancelled("Stacking cancelled.")
-            raise OSError(f"Could not write {target}: {failure}")
-        written = None  # closes the file
-        _release_freed_memory()
-        os.replace(partial, target)
-        _move_sidecar(partial, target)
+        dataset = gdal.Open(str(source), gdal.GA_Update)
+        factors = _overview_factors(dataset)
+        if not factors:
+            options.append("OVERVIEWS=NONE")
+        elif not dataset.GetMetadataItem("COMPRESSION", "IMAGE_STRUCTURE") and not dataset.GetRasterBand(
+                1).GetOverviewCount():
+            # In the uncompressed source the overviews cost no compression; the COG driver then
+            # copies them, and every pixel is compressed once (the driver's values).
+            copy_start = OVERVIEW_SHARE
+            dataset.BuildOverviews(overview_resampling.upper(), factors, callback=callback_for(0, copy_start))
+        written = None if should_cancel() else gdal.GetDriverByName("COG").CreateCopy(
+            str(partial), dataset, strict=0, options=options, callback=callback_for(copy_start, 1 - copy_start))
+        failure = gdal.GetLastErrorMsg()
+    except RuntimeError as err:  # when osgeo.gdal.UseExceptions() is on
+        written, failure = None, str(err)
     finally:
-        partial.unlink(missing_ok=True)
-        Path(str(partial) + ".aux.xml").unlink(missing_ok=True)
+        dataset = None
+        gdal.SetCacheMax(previous)
+    target = partial.with_name(partial.name[1:].removesuffix(".partial"))
+    if written is None and not should_cancel():
+        raise OSError(f"Could not write {target}: {failure}")
+    written = None  # closes the file
+    if should_cancel():  # also when GDAL had finished: nothing is published once Cancel was pressed
+        raise Cancelled(f"Cancelled while writing {target.name}.")
 
 
 def _overview_factors(dataset, fit=OVERVIEW_FIT):

@@ -294,8 +294,13 @@ def _write_raw(path, data):
         dst.write(data)
 
 
+def publish(source, target, resampling, should_cancel=None, progress=None):
+    with stack.publishing([target]) as partials:
+        stack.write_cog(source, partials[0], resampling, should_cancel, progress)
+
+
 def test_published_cog_has_the_cog_drivers_overview_values_down_to_a_screen(tmp_path):
-    """publish_cog builds the overviews in the uncompressed intermediate file (so that each pixel is
+    """write_cog builds the overviews in the uncompressed intermediate file (so that each pixel is
     compressed once): the same values as GDAL's COG driver makes by itself, but only down to
     OVERVIEW_FIT (1024) pixels a side, where the driver goes on to one 512 px block."""
     import rasterio.shutil
@@ -304,7 +309,7 @@ def test_published_cog_has_the_cog_drivers_overview_values_down_to_a_screen(tmp_
     _write_raw(tmp_path / "raw.tif", data)
     rasterio.shutil.copy(tmp_path / "raw.tif", tmp_path / "driver.tif", driver="COG", compress="DEFLATE", predictor=2,
                          blocksize=512, overview_resampling="average")
-    stack.publish_cog(tmp_path / "raw.tif", tmp_path / "published.tif", "average")
+    publish(tmp_path / "raw.tif", tmp_path / "published.tif", "average")
     with rasterio.open(tmp_path / "published.tif") as ours, rasterio.open(tmp_path / "driver.tif") as driver:
         assert ours.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
         assert (ours.overviews(1), driver.overviews(1)) == ([2, 4], [2, 4, 8])
@@ -318,7 +323,7 @@ def test_published_cog_has_the_cog_drivers_overview_values_down_to_a_screen(tmp_
 def test_a_cog_that_fits_on_a_screen_has_no_overviews(tmp_path):
     data = np.random.default_rng(6).integers(0, 12000, (2, 1024, 1000)).astype(np.uint16)
     _write_raw(tmp_path / "raw.tif", data)
-    stack.publish_cog(tmp_path / "raw.tif", tmp_path / "published.tif", "average")
+    publish(tmp_path / "raw.tif", tmp_path / "published.tif", "average")
     with rasterio.open(tmp_path / "published.tif") as ours:
         assert ours.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
         assert ours.overviews(1) == []
@@ -329,7 +334,7 @@ def test_publishing_reports_its_progress_up_to_one(tmp_path):
     """The overviews, then the compression, each move the fraction on, never back."""
     _write_raw(tmp_path / "raw.tif", np.random.default_rng(7).integers(0, 12000, (3, 1100, 2500)).astype(np.uint16))
     fractions = []
-    stack.publish_cog(tmp_path / "raw.tif", tmp_path / "published.tif", "average", progress=fractions.append)
+    publish(tmp_path / "raw.tif", tmp_path / "published.tif", "average", progress=fractions.append)
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
     assert any(0 < f < stack.OVERVIEW_SHARE for f in fractions) and any(stack.OVERVIEW_SHARE < f < 1 for f in fractions)
 
@@ -349,8 +354,20 @@ def test_stacking_progress_goes_on_while_the_cogs_are_written(item, tmp_path):
         "writing the stack's COG", "writing the mask's COG"}
 
 
+def test_cancel_while_the_mask_is_written_leaves_neither_file(item, tmp_path):
+    """The stack's COG is complete by then, but it is renamed into place only with its mask."""
+    steps = []
+    with pytest.raises(Cancelled):
+        stack.stack_acquisition([item], AREA, grids.output_grid(AREA), tmp_path / "out" / "s2.tif",
+                                tmp_path / "out" / "mask.tif", stack.StackOptions(cache_dir=tmp_path / "cache"),
+                                progress=lambda *step: steps.append(step),
+                                should_cancel=lambda: any(message == "writing the mask's COG" for _, message in steps))
+    assert steps[-1][1] == "writing the mask's COG"
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_cancel_while_publishing_leaves_nothing(tmp_path):
     _write_raw(tmp_path / "raw.tif", np.ones((2, 600, 700), dtype=np.uint16))
     with pytest.raises(Cancelled):
-        stack.publish_cog(tmp_path / "raw.tif", tmp_path / "out.tif", "average", should_cancel=lambda: True)
+        publish(tmp_path / "raw.tif", tmp_path / "out.tif", "average", should_cancel=lambda: True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.tif"]

@@ -22,6 +22,7 @@ from stack_helpers import FIXTURE_ID, split_two_zones
 
 from s2masks.core import grid as grids
 from s2masks.core import merge, records, stack
+from s2masks.core.errors import Cancelled
 
 AREA = "-8.74,-8.62,53.09,53.16 [EPSG:4326]"  # xmin,xmax,ymin,ymax, inside the T29UNU fixture
 
@@ -115,6 +116,39 @@ def test_merge_orbits_matches_the_direct_mosaic(s2masks_provider, pc_double, tmp
     assert (got == want).all(axis=0).mean() > 0.995  # same pixels but for a few edge columns
     with rasterio.open(result["OUTPUT_MASK"]) as merged_mask, rasterio.open(direct.mask) as expected_mask:
         assert (merged_mask.read(1) == expected_mask.read(1)).mean() > 0.995
+
+
+def test_merge_compresses_once_and_reports_progress_to_one(stacked, tmp_path):
+    """The mosaic goes to uncompressed blocks, compressed once into the COGs while progress moves on."""
+    steps, created = [], []
+    original = stack.IntermediateRaster.__init__
+
+    def record(self, path, *args):
+        created.append(Path(path).name)
+        original(self, path, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(stack.IntermediateRaster, "__init__", record)
+        merge.merge_stacks([stacked.raster], [stacked.mask], tmp_path / "out" / "merged.tif",
+                           tmp_path / "out" / "merged_mask.tif", progress=lambda *step: steps.append(step))
+    assert created == ["raster.tif", "mask.tif"]
+    fractions = [fraction for fraction, _ in steps]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert [f for f, message in steps if message.startswith("block")][-1] == pytest.approx(merge.MERGE_SHARE)
+    assert {message for fraction, message in steps if fraction > merge.MERGE_SHARE} == {
+        "writing the stack's COG", "writing the mask's COG"}
+    with rasterio.open(tmp_path / "out" / "merged.tif") as merged, rasterio.open(stacked.raster) as first:
+        assert merged.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and (merged.read() == first.read()).all()
+
+
+def test_merge_cancelled_while_writing_leaves_nothing(stacked, tmp_path):
+    steps = []
+    with pytest.raises(Cancelled):
+        merge.merge_stacks([stacked.raster], [stacked.mask], tmp_path / "out" / "merged.tif",
+                           tmp_path / "out" / "merged_mask.tif", progress=lambda *step: steps.append(step),
+                           should_cancel=lambda: any(message.startswith("writing") for _, message in steps))
+    assert steps[-1][1] == "writing the stack's COG"
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_merge_refuses_mismatched_inputs(s2masks_provider, tmp_path):
