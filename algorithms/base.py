@@ -186,6 +186,21 @@ class TifDestination(QgsProcessingParameterRasterDestination):
                                                     self.createByDefault()))
 
 
+def progress_reporter(feedback, start=0.0, share=1.0):
+    """A core progress callback, (fraction, message), for `feedback`: the bar moves from `start`
+    over `share` of it; a message reaches the log only when it changes (QGIS's dialog and
+    qgis_process add every progress text to the log as a line of its own)."""
+    shown = []
+
+    def report(fraction, message):
+        feedback.setProgress(100.0 * (start + share * fraction))
+        if shown[-1:] != [message]:
+            shown.append(message)
+            feedback.setProgressText(message)
+
+    return report
+
+
 def run_child(child_id, parameters, context, feedback, **extra):
     """Runs a child algorithm of a composite. It gets every parent parameter it defines under
     the same name (empty ones left out, so its defaults apply), then `extra`, which wins (for

@@ -16,7 +16,7 @@ from qgis.core import (
 from ..core import geometry, grid, pipeline, records, search, stack
 from . import footprints, styles
 from .layers import load_on_completion
-from .base import S2MasksAlgorithm
+from .base import S2MasksAlgorithm, progress_reporter
 from .compat import POLYGON_SOURCE
 from .inputs import (
     add_area_parameters,
@@ -93,7 +93,8 @@ class DownloadStackSentinel2(S2MasksAlgorithm):
             paths = pipeline.output_paths(str(folder), name)  # the names the whole workflow gives them
             result = self.run_core(
                 stack.stack_acquisition, group, area, target_grid, paths["raster"], paths["product_mask"],
-                options, progress=_progress(feedback, number, len(groups)), should_cancel=feedback.isCanceled)
+                options, progress=progress_reporter(feedback, number / len(groups), 1 / len(groups)),
+                should_cancel=feedback.isCanceled)
             styles.write_true_colour_style(result.raster)
             styles.write_palette_style(result.mask, stack.MASK_CATEGORIES, transparent=(stack.MASK_CLEAR,),
                                        alpha=styles.OVERLAY_ALPHA)
@@ -139,12 +140,3 @@ def _parse_json(text):
         return json.loads(text)
     except ValueError as err:
         raise QgsProcessingException(f"ITEM is neither a URL nor valid STAC item JSON: {err}") from err
-
-
-def _progress(feedback, index, count):
-    def report(fraction, message):
-        feedback.setProgress(100.0 * (index + fraction) / count)
-        feedback.setProgressText(message)
-
-    return report
-

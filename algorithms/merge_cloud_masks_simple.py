@@ -13,7 +13,7 @@ from qgis.core import (
 from ..core import cloudmask
 from . import styles
 from .layers import style_on_load
-from .base import S2MasksAlgorithm, TifDestination
+from .base import S2MasksAlgorithm, TifDestination, progress_reporter
 from .compat import DOUBLE, INTEGER
 
 # Qgis.ProcessingParameterFlag from QGIS 3.36 on (a scoped enum, as in compat.py)
@@ -212,7 +212,7 @@ class MergeCloudMasksSimple(S2MasksAlgorithm):
         statistics = self.run_core(
             cloudmask.merge_cloud_masks, sources["PRODUCT_MASK"], sources["CLOUD_PROBABILITY"],
             sources["SHADOW_PROBABILITY"], mask_path, classes_path, merge_options(self, parameters, context, feedback),
-            progress=lambda fraction, message: feedback.setProgress(100 * fraction), should_cancel=feedback.isCanceled,
+            progress=progress_reporter(feedback), should_cancel=feedback.isCanceled,
             log=feedback.pushInfo)
         write_mask_styles(mask_path, classes_path, self.tr("no data"))
         style_on_load(context, mask_path)

@@ -11,7 +11,7 @@ from qgis.core import (
 
 from ..core import merge, stack
 from . import styles
-from .base import S2MasksAlgorithm
+from .base import S2MasksAlgorithm, progress_reporter
 from .compat import RASTER_LAYERS
 
 
@@ -50,7 +50,7 @@ class MergeSentinel2Orbits(S2MasksAlgorithm):
         crs = self.parameterAsCrs(parameters, "OUTPUT_CRS", context)
         self.run_core(merge.merge_stacks, rasters, masks, raster_path, mask_path,
                       crs.toWkt() if crs.isValid() else None,
-                      progress=lambda fraction, message: feedback.setProgress(100 * fraction),
+                      progress=progress_reporter(feedback),
                       should_cancel=feedback.isCanceled)
         styles.write_true_colour_style(raster_path)
         styles.write_palette_style(mask_path, stack.MASK_CATEGORIES, transparent=(stack.MASK_CLEAR,),

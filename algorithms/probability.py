@@ -20,7 +20,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from ..core import inference, models
 from . import styles
 from .layers import style_on_load
-from .base import S2MasksAlgorithm, TifDestination
+from .base import S2MasksAlgorithm, TifDestination, progress_reporter
 from .compat import DOUBLE, INTEGER
 
 CUSTOM = "custom"  # the model choice of a custom ONNX file + card
@@ -221,8 +221,7 @@ def run_models(algorithm, parameters, context, feedback, cards, output_keys):
                                                              card.licence))
     algorithm.run_core(inference.compute_probabilities, raster, cards, outputs,
                        inference_options(algorithm, parameters, context),
-                       progress=lambda fraction, message: (feedback.setProgress(100 * fraction),
-                                                           feedback.setProgressText(message)),
+                       progress=progress_reporter(feedback),
                        should_cancel=feedback.isCanceled, log=feedback.pushInfo, warn=feedback.pushWarning)
     write_probability_styles(outputs, cards)
     for path in outputs.values():

@@ -52,7 +52,7 @@ class Run:
         self.steps.append((time.monotonic(), fraction, message))
 
     def first(self, phase):
-        """When the first progress step of a phase ('block', 'writing the stack', ...) came, or None."""
+        """When the first progress step of a phase ('reading', 'writing the stack', ...) came, or None."""
         return next((moment for moment, _, message in self.steps if message.startswith(phase)), None)
 
     def cancel(self):
@@ -106,7 +106,7 @@ def cancel_at(item, area, grid, work, phase, delay):
     folder = work / f"cancel-{phase.split()[-1]}-{delay}"
     run = Run(item, area, grid, folder)
     while run.ended_at is None:
-        began = run.start if phase == "block" else run.first(phase)
+        began = run.start if phase == "reading" else run.first(phase)
         if began is not None and time.monotonic() - began >= delay:
             run.cancel()
             break
@@ -144,7 +144,7 @@ def main():
             merge_phases(Path(work))
         print("Cancel:")
         for delay in args.reading_at:
-            cancel_at(item, area, grid, Path(work), "block", delay)
+            cancel_at(item, area, grid, Path(work), "reading", delay)
         for delay in args.writing_at:
             cancel_at(item, area, grid, Path(work), "writing the stack", delay)
 

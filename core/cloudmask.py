@@ -545,7 +545,7 @@ def _stream(product_mask, cloud_probability, shadow_probability, work, rules, ge
                 mask_out.write(mask[core][None], window=block)
                 classes_out.write(classes[core][None], window=block)
                 statistics.add(classes[core], codes[core], invalid[core], None if dropped is None else dropped[core])
-                progress(number / len(blocks), f"merging block {number}/{len(blocks)}")
+                progress(number / len(blocks), "merging the masks")
     describe_classes(work / "mask.tif", "cloud_mask", MASK_LABELS)
     describe_classes(work / "classes.tif", "cloud_classes", CLASS_LABELS, NODATA)
     return statistics

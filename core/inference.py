@@ -468,7 +468,7 @@ def _predict(src, model, band_indexes, paths, options, scale, tags, progress, sh
             for k, (r, c) in enumerate(batch):
                 strip.add(r, c, {t: predictions[t][k] for t in paths}, weights, reader.height)
             done += len(batch)
-            progress(done / len(rows) / len(cols), f"{card.id}: chip {done}/{len(rows) * len(cols)}")
+            progress(done / len(rows) / len(cols), f"{card.id}: {len(rows) * len(cols)} chips through the model")
 
         for index, batch in jobs:
             if should_cancel():

@@ -154,7 +154,7 @@ def merge_stacks(rasters, masks, raster_path, mask_path, crs=None, block_size=10
                 stack, mask = _merge_block(rasters, masks, grid, block)
                 out.write(stack, block)
                 out_mask.write(mask[None], block)
-                progress(MERGE_SHARE * number / len(blocks), f"block {number}/{len(blocks)}")
+                progress(MERGE_SHARE * number / len(blocks), "mosaicking the inputs")
         products, baselines, sun = _provenance(rasters)
         describe_outputs(work / "raster.tif", work / "mask.tif", products, baselines, sun)
         publish_outputs(work / "raster.tif", work / "mask.tif", raster_path, mask_path, MERGE_SHARE, progress,

@@ -227,10 +227,10 @@ def _stream_blocks(grid, reader, raster_tmp, mask_tmp, options, progress, should
             for number, block in enumerate(blocks, start=1):
                 futures, queued = queued, (submit(blocks[number]) if number < len(blocks) else {})
                 arrays = {}
-                for name in names:  # collect in band order so progress names the band just finished
+                for name in names:  # progress moves with each band finished
                     arrays[name] = _result(futures[name], should_cancel)
                     done += 1
-                    progress(done / total, f"block {number}/{len(blocks)}: {name}")
+                    progress(done / total, "reading and resampling the bands")
                 stack = np.stack([arrays[name] for name in S2_BANDS])
                 product_mask = scl_to_mask(arrays["SCL"])
                 product_mask[(stack == 0).any(axis=0)] = MASK_NODATA

@@ -348,7 +348,7 @@ def test_stacking_progress_goes_on_while_the_cogs_are_written(item, tmp_path):
                             progress=lambda fraction, message: steps.append((fraction, message)))
     fractions = [fraction for fraction, _ in steps]
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
-    reading = [fraction for fraction, message in steps if message.startswith("block")]
+    reading = [fraction for fraction, message in steps if message == "reading and resampling the bands"]
     assert reading[-1] == pytest.approx(stack.READ_SHARE)
     assert {message for fraction, message in steps if fraction > stack.READ_SHARE} == {
         "writing the stack's COG", "writing the mask's COG"}

@@ -77,6 +77,27 @@ def test_download_a_single_item_by_url(s2masks_provider, pc_double, tmp_path):
     assert result["COUNT"] == 1 and Path(result["RASTERS"][0]).exists()
 
 
+class ProgressLog(QgsProcessingFeedback):
+    """The progress texts an algorithm sets (each a line of QGIS's log) and its progress values."""
+
+    def __init__(self):
+        super().__init__()
+        self.texts, self.values = [], []
+        self.progressChanged.connect(self.values.append)
+
+    def setProgressText(self, text):  # noqa: N802
+        self.texts.append(text)
+
+
+def test_download_logs_one_line_per_phase_while_the_bar_moves(s2masks_provider, pc_double, tmp_path):
+    url = f"{pc_double.url}/collections/sentinel-2-l2a/items/{FIXTURE_ID}"
+    feedback = ProgressLog()
+    run("downloadstacksentinel2", {"ITEM": url, "EXTENT": AREA, "CACHE_FOLDER": str(tmp_path / "c"),
+                                   "OUTPUT_FOLDER": str(tmp_path / "out")}, feedback)
+    assert feedback.texts == ["reading and resampling the bands", "writing the stack's COG", "writing the mask's COG"]
+    assert len(set(feedback.values)) > 13 and feedback.values == sorted(feedback.values)
+
+
 def test_download_into_an_unwritable_folder(s2masks_provider, pc_double, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -134,7 +155,7 @@ def test_merge_compresses_once_and_reports_progress_to_one(stacked, tmp_path):
     assert created == ["raster.tif", "mask.tif"]
     fractions = [fraction for fraction, _ in steps]
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
-    assert [f for f, message in steps if message.startswith("block")][-1] == pytest.approx(merge.MERGE_SHARE)
+    assert [f for f, message in steps if message == "mosaicking the inputs"][-1] == pytest.approx(merge.MERGE_SHARE)
     assert {message for fraction, message in steps if fraction > merge.MERGE_SHARE} == {
         "writing the stack's COG", "writing the mask's COG"}
     with rasterio.open(tmp_path / "out" / "merged.tif") as merged, rasterio.open(stacked.raster) as first:
