@@ -9,8 +9,15 @@ where it uses them, so the plugin loads without them and a run names the one it 
 
 import sys
 from pathlib import Path
+from typing import Callable
 
-from qgis.core import Qgis, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterRasterDestination
+from qgis.core import (
+    Qgis,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterRasterDestination,
+)
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
@@ -186,7 +193,8 @@ class TifDestination(QgsProcessingParameterRasterDestination):
                                                     self.createByDefault()))
 
 
-def progress_reporter(feedback, start=0.0, share=1.0):
+def progress_reporter(feedback: QgsProcessingFeedback, start: float = 0.0,
+                      share: float = 1.0) -> Callable[[float, str], None]:
     """A core progress callback, (fraction, message), for `feedback`: the bar moves from `start`
     over `share` of it; a message reaches the log only when it changes (QGIS's dialog and
     qgis_process add every progress text to the log as a line of its own)."""

@@ -17,6 +17,7 @@ import re
 import shutil
 from datetime import date
 from pathlib import Path
+from typing import Callable, List, Optional
 
 import numpy as np
 
@@ -134,7 +135,9 @@ def check_inputs(rasters, masks):
                          "merge one date at a time.")
 
 
-def merge_stacks(rasters, masks, raster_path, mask_path, crs=None, block_size=1024, progress=None, should_cancel=None):
+def merge_stacks(rasters: List[str], masks: List[str], raster_path: Path, mask_path: Path, crs: Optional[str] = None,
+                 block_size: int = 1024, progress: Optional[Callable[[float, str], None]] = None,
+                 should_cancel: Optional[Callable[[], bool]] = None) -> Grid:
     """Mosaics stacks and their product masks onto the union of their grids; returns that Grid.
     Written once: uncompressed blocks, then one compression into COGs (publish_outputs)."""
     progress = progress or (lambda fraction, message: None)

@@ -23,6 +23,7 @@ from concurrent.futures import TimeoutError as WaitTimeout  # not the built-in o
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 
@@ -189,7 +190,8 @@ def stack_acquisition(items, area_wgs84, grid, raster_path, mask_path, options, 
     return StackResult(raster_path, mask_path, tuple(ordered), valid)
 
 
-def publish_outputs(raster_tmp, mask_tmp, raster_path, mask_path, start, progress, should_cancel):
+def publish_outputs(raster_tmp: Path, mask_tmp: Path, raster_path: Path, mask_path: Path, start: float,
+                    progress: Callable[[float, str], None], should_cancel: Callable[[], bool]) -> None:
     """Publishes a stack and its product mask as COGs; `progress` moves from `start` to 1. Both are
     written before either is renamed into place: Cancel never leaves a stack without its mask."""
     middle = 1 - (1 - start) * MASK_WRITE_SHARE
@@ -571,9 +573,9 @@ def describe_classes(path, description, categories, nodata_code=None, **tags):
 
 
 @contextmanager
-def publishing(targets):
-    """Yields a partial path next to each target, for write_cog; renames them all into place once
-    the block has written them, removes them otherwise: readers never see a partial file, and
+def publishing(targets: List[Path]) -> Iterator[List[Path]]:
+    """Yields a partial path next to each target, for write_cog; renames them all into place when
+    the `with` block ends normally, removes them otherwise: readers never see a partial file, and
     Cancel or an error never leaves one output without the others."""
     partials = [Path(target).with_name(f".{Path(target).name}.partial") for target in targets]
     try:
@@ -588,7 +590,8 @@ def publishing(targets):
             Path(str(partial) + ".aux.xml").unlink(missing_ok=True)
 
 
-def write_cog(source, partial, overview_resampling, should_cancel=None, progress=None):
+def write_cog(source: Path, partial: Path, overview_resampling: str, should_cancel: Optional[Callable[[], bool]] = None,
+              progress: Optional[Callable[[float], None]] = None) -> None:
     """Writes `source` as a COG at `partial` (a path from publishing).
 
     The one compression of the pixels, on every CPU; `should_cancel` (if given) interrupts it and
