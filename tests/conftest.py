@@ -33,6 +33,24 @@ from pc_server import PlanetaryComputerDouble  # noqa: E402
 
 
 @pytest.fixture
+def progress_log():
+    """A QgsProcessingFeedback that keeps the progress texts an algorithm sets (each a line of
+    QGIS's log) in `texts` and its progress values in `values`."""
+    from qgis.core import QgsProcessingFeedback
+
+    class ProgressLog(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.texts, self.values = [], []
+            self.progressChanged.connect(self.values.append)
+
+        def setProgressText(self, text):  # noqa: N802
+            self.texts.append(text)
+
+    return ProgressLog()
+
+
+@pytest.fixture
 def pc_double():
     with PlanetaryComputerDouble() as double:
         yield double

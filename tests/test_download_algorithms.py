@@ -77,21 +77,10 @@ def test_download_a_single_item_by_url(s2masks_provider, pc_double, tmp_path):
     assert result["COUNT"] == 1 and Path(result["RASTERS"][0]).exists()
 
 
-class ProgressLog(QgsProcessingFeedback):
-    """The progress texts an algorithm sets (each a line of QGIS's log) and its progress values."""
-
-    def __init__(self):
-        super().__init__()
-        self.texts, self.values = [], []
-        self.progressChanged.connect(self.values.append)
-
-    def setProgressText(self, text):  # noqa: N802
-        self.texts.append(text)
-
-
-def test_download_logs_one_line_per_phase_while_the_bar_moves(s2masks_provider, pc_double, tmp_path):
+def test_download_logs_one_line_per_phase_while_the_bar_moves(s2masks_provider, pc_double, tmp_path,
+                                                             progress_log):
     url = f"{pc_double.url}/collections/sentinel-2-l2a/items/{FIXTURE_ID}"
-    feedback = ProgressLog()
+    feedback = progress_log
     run("downloadstacksentinel2", {"ITEM": url, "EXTENT": AREA, "CACHE_FOLDER": str(tmp_path / "c"),
                                    "OUTPUT_FOLDER": str(tmp_path / "out")}, feedback)
     assert feedback.texts == ["reading and resampling the bands", "writing the stack's COG", "writing the mask's COG"]

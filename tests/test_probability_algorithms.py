@@ -51,16 +51,9 @@ def test_probabilities_record_their_card_and_are_styled_by_its_rule(s2masks_prov
     assert "Input scale: the raster's band scale metadata, reflectance = DN x 0.0001." in feedback.infos
 
 
-def test_probability_logs_one_line_while_the_bar_moves_per_chip(s2masks_provider, stacked, tmp_path):
-    texts, values = [], []
-
-    class ProgressLog(QgsProcessingFeedback):
-        def setProgressText(self, text):  # noqa: N802
-            texts.append(text)
-
-    feedback = ProgressLog()
-    feedback.progressChanged.connect(values.append)
-    run("computecloudprob", {"INPUT": str(stacked.raster), "OUTPUT": str(tmp_path / "c.tif")}, feedback)
+def test_probability_logs_one_line_while_the_bar_moves_per_chip(s2masks_provider, stacked, tmp_path, progress_log):
+    run("computecloudprob", {"INPUT": str(stacked.raster), "OUTPUT": str(tmp_path / "c.tif")}, progress_log)
+    texts, values = progress_log.texts, progress_log.values
     assert len(texts) == 1 and texts[0].endswith("chips through the model")
     assert len(set(values)) >= 2  # a step per batch of chips
 
